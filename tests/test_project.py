@@ -1,0 +1,74 @@
+"The project's own promises: README and index notebook in step, CI running the README's test command, settings."
+import importlib.util
+import json
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands():
+    "The shell commands of the README's ```bash blocks."
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return [l.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S) for l in block.splitlines() if l.strip()]
+
+
+def _index_text():
+    nb = json.loads((ROOT / "nbs" / "index.ipynb").read_text(encoding="utf-8"))
+    return "\n".join("".join(c["source"]) for c in nb["cells"])
+
+
+def test_readme_leads_with_two_self_contained_commands():
+    cmds = _readme_commands()
+    assert len(cmds) >= 2, cmds
+    run, test = cmds[:2]
+    assert run.startswith("pip install") and "comet-nb" in run
+    assert test.startswith('pip install -e ".[dev]"') and "tools/test.sh" in test
+
+
+def test_readme_commands_appear_in_the_index_notebook():
+    index = _index_text()
+    for cmd in _readme_commands():
+        assert cmd in index, f"README command missing from nbs/index.ipynb: {cmd}"
+
+
+def test_readme_is_rendered_from_the_index_notebook():
+    spec = importlib.util.spec_from_file_location("readme", ROOT / "tools" / "readme.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    assert (ROOT / "README.md").read_text(encoding="utf-8") == mod.render(), "run `python tools/readme.py`"
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert _readme_commands()[1] in ci
+
+
+def test_readme_names_nbdev2_alternatives():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "settings.ini" in text and "nbdev_test" in text and "nbdev 2" in text
+
+
+def test_settings():
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    nbdev = cfg["tool"]["nbdev"]
+    assert {"slow", "gpu", "notest"} <= set(nbdev["tst_flags"].split())
+    assert nbdev["custom_sidebar"] is True
+    dev = cfg["project"]["optional-dependencies"]["dev"]
+    assert any(re.fullmatch(r"nbdev==[\d.]+", d) for d in dev), "nbdev must be pinned exactly"
+    runtime = {re.split(r"[<>=!~ ]", d)[0] for d in cfg["project"]["dependencies"]}
+    assert {"torch", "torchvision", "timm", "matplotlib", "seaborn", "scikit-learn", "ipywidgets", "jupyterlab", "tqdm"} <= runtime
+    torch_req = next(d for d in cfg["project"]["dependencies"] if d.startswith("torch") and not d.startswith("torchvision"))
+    assert "==" not in torch_req and "<" not in torch_req, "don't pin torch tighter than a floor"
+
+
+def test_every_notebook_is_in_the_sidebar():
+    sidebar = (ROOT / "nbs" / "sidebar.yml").read_text()
+    for nb in sorted((ROOT / "nbs").glob("*.ipynb")):
+        assert nb.name in sidebar, f"{nb.name} missing from nbs/sidebar.yml"
+
+
+def test_notebooks_have_title_and_subtitle():
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        first = "".join(json.loads(path.read_text(encoding="utf-8"))["cells"][0]["source"])
+        assert re.match(r"# \S", first) and "\n> " in first, f"{path.name}: first cell needs an H1 title and a > subtitle"

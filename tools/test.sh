@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, in the order CI checks it; stops at the first failure.
+#   bash tools/test.sh          the default suite (what CI runs)
+#   bash tools/test.sh --slow   the default suite, then the `#| slow` notebook cells and `pytest -m slow`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+slow=0; [ "${1:-}" = "--slow" ] && slow=1
+
+snapshot() { find nbs comet_nb -type f \( -name '*.ipynb' -o -name '*.py' \) -not -path '*/.ipynb_checkpoints/*' -print0 | sort -z | xargs -0 sha1sum; }
+changed() { diff <(echo "$1") <(echo "$2") | sed -n 's/^> [0-9a-f]*  /  /p'; }
+
+echo "== 1/5 notebooks are clean (nbdev-clean changes nothing)"
+before=$(snapshot); nbdev-clean; after=$(snapshot)
+if [ "$before" != "$after" ]; then
+  echo "FAIL: nbdev-clean changed these files; commit the cleaned versions:"; changed "$before" "$after"; exit 1
+fi
+
+echo "== 2/5 the library is in sync with the notebooks (nbdev-export changes nothing)"
+before=$(snapshot); nbdev-export; after=$(snapshot)
+if [ "$before" != "$after" ]; then
+  echo "FAIL: comet_nb/ was out of sync with nbs/; nbdev-export rewrote these files, commit them:"; changed "$before" "$after"; exit 1
+fi
+
+echo "== 3/5 nbdev-test (every notebook, top to bottom)"
+nbdev-test --n-workers 2 --timing
+[ $slow = 1 ] && { echo "== 3b nbdev-test --flags slow"; nbdev-test --n-workers 2 --flags slow --timing; }
+
+echo "== 4/5 pytest"
+if [ $slow = 1 ]; then python -m pytest -q -m "slow or not slow"; else python -m pytest -q; fi
+
+echo "== 5/5 docs processing (nbdev-proc-nbs; the site itself needs Quarto: nbdev-docs)"
+nbdev-proc-nbs > /tmp/comet_nb_proc.log 2>&1 || { cat /tmp/comet_nb_proc.log; echo "FAIL: nbdev-proc-nbs"; exit 1; }
+[ -d _proc ] || { cat /tmp/comet_nb_proc.log; echo "FAIL: nbdev-proc-nbs wrote no _proc/"; exit 1; }
+echo "all checks passed"
