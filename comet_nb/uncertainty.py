@@ -7,14 +7,14 @@ Docs: https://comet-nb.github.io/comet_nb/uncertainty.html.md"""
 # %% auto #0
 __all__ = ['loss_covariance', 'det_sigma', 'adaptive_lambda', 'l2_penalty', 'scl_loss']
 
-# %% ../nbs/01_uncertainty.ipynb #a3010aaf
+# %% ../nbs/01_uncertainty.ipynb #b4689e4f
 import math
 from collections.abc import Mapping
 import numpy as np
 import torch
 from .scl import weighted_data_loss
 
-# %% ../nbs/01_uncertainty.ipynb #662fb756
+# %% ../nbs/01_uncertainty.ipynb #1b3cc9ad
 def _as_losses(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
     "`x` as a finite 1-D floating tensor (on `like`'s device if given), or a ValueError that says why not."
     if isinstance(x, torch.Tensor): v = x
@@ -22,7 +22,8 @@ def _as_losses(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
         try: v = torch.as_tensor(np.asarray(x, dtype=np.float64))
         except (TypeError, ValueError) as e:
             raise ValueError(f"`{name}` must be a 1-D sequence of loss values; could not convert {type(x).__name__}: {e}") from None
-    if like is not None: v = v.to(device=like.device, dtype=like.dtype if v.is_floating_point() else like.dtype)
+    if v.dtype == torch.bool or v.is_complex(): raise ValueError(f"`{name}` must hold real loss values; got dtype {v.dtype}.")
+    if like is not None: v = v.to(device=like.device, dtype=like.dtype)
     if v.ndim != 1: raise ValueError(f"`{name}` must be 1-D, one loss per task; got shape {tuple(v.shape)}.")
     if not v.is_floating_point(): v = v.to(torch.get_default_dtype())
     if not bool(torch.isfinite(v).all()):
@@ -44,7 +45,7 @@ def loss_covariance(train_losses,   # (n,) training losses, one per task of the 
                          "Use n_tasks >= 3 (with 2 pairs det Σ is always 0).")
     return torch.cov(torch.stack([tr, va]))                 # rows = variables, correction = 1
 
-# %% ../nbs/01_uncertainty.ipynb #1a419d10
+# %% ../nbs/01_uncertainty.ipynb #e302d567
 def _check_nonneg(x, name: str, what: str) -> float:
     try: v = float(x)
     except (TypeError, ValueError): raise ValueError(f"{name} must be a number >= 0 ({what}); got {x!r}.") from None
@@ -52,11 +53,16 @@ def _check_nonneg(x, name: str, what: str) -> float:
     return v
 
 def det_sigma(sigma) -> torch.Tensor:
-    "det Σ of a 2×2 covariance, Σ11·Σ22 − Σ12·Σ21, clamped at 0 against round-off (0-d tensor)."
-    S = torch.as_tensor(sigma)
-    if S.shape != (2, 2): raise ValueError(f"Σ must be a 2×2 matrix (the output of `loss_covariance`); got shape {tuple(S.shape)}.")
+    "det Σ of a 2×2 covariance, Σ11·Σ22 − Σ12·Σ21 in float64, clamped at 0 against round-off (0-d float64 tensor)."
+    try: S = torch.as_tensor(sigma).detach()
+    except (TypeError, ValueError, RuntimeError): raise ValueError(f"Σ must be a 2×2 matrix of numbers (the output of `loss_covariance`); got {type(sigma).__name__}.") from None
+    if S.shape != (2, 2) or S.dtype == torch.bool or S.is_complex():
+        raise ValueError(f"Σ must be a real 2×2 matrix (the output of `loss_covariance`); got shape {tuple(S.shape)}, dtype {S.dtype}.")
     if not bool(torch.isfinite(S).all()): raise ValueError(f"Σ holds NaN or inf: {S.tolist()}; the losses it came from diverged.")
-    return (S[0, 0] * S[1, 1] - S[0, 1] * S[1, 0]).clamp(min=0)
+    S = S.double()                                          # float32 products of large losses overflow
+    d = S[0, 0] * S[1, 1] - S[0, 1] * S[1, 0]
+    if not bool(torch.isfinite(d)): raise ValueError(f"det Σ overflows float64 (Σ = {S.tolist()}): the losses are far too large; normalise them.")
+    return d.clamp(min=0)
 
 def adaptive_lambda(sigma,                # (2, 2) covariance Σ of Eq. 4
                     lambda0: float = 0.005, # λ0: base L2 strength
@@ -65,10 +71,11 @@ def adaptive_lambda(sigma,                # (2, 2) covariance Σ of Eq. 4
     "Eq. 5: λ(Σ) = λ0 (1 + γ det Σ), det Σ clamped at 0; a detached coefficient on Σ's device."
     lambda0 = _check_nonneg(lambda0, "lambda0", "the base regularisation strength λ0 of Eq. 5")
     gamma = _check_nonneg(gamma, "gamma", "γ of Eq. 5; a negative γ would let uncertainty weaken the regulariser")
-    d = det_sigma(torch.as_tensor(sigma).detach())
-    return lambda0 * (1 + gamma * d)
+    lam = lambda0 * (1 + gamma * det_sigma(sigma))
+    if not bool(torch.isfinite(lam)): raise ValueError(f"λ(Σ) overflows: γ·det Σ is too large (γ = {gamma}, det Σ = {det_sigma(sigma).item():.3g}); lower γ or normalise the losses.")
+    return lam
 
-# %% ../nbs/01_uncertainty.ipynb #a0532669
+# %% ../nbs/01_uncertainty.ipynb #237524dc
 def l2_penalty(params) -> torch.Tensor:
     "‖θ‖²₂ of Eq. 6: the sum of squares of the given (trainable) parameters, a dict name → tensor or an iterable of tensors."
     ps = list(params.values()) if isinstance(params, Mapping) else list(params)
@@ -81,5 +88,8 @@ def scl_loss(losses: torch.Tensor,  # (B,) per-sample losses L_AD(x_i|θ)
              lam                    # λ(Σ), a number or 0-d tensor (detached)
             ) -> torch.Tensor:      # 0-d
     "Eq. 6: the weighted mean data loss plus λ(Σ)·‖θ‖²₂, with w and λ as coefficients."
-    lam = lam.detach() if isinstance(lam, torch.Tensor) else float(lam)
+    if isinstance(lam, torch.Tensor):
+        if lam.numel() != 1: raise ValueError(f"`lam` must be a scalar λ(Σ); got a tensor of shape {tuple(lam.shape)} (pass adaptive_lambda(Σ), not Σ).")
+        lam = lam.detach().reshape(())
+    else: lam = _check_nonneg(lam, "lam", "λ(Σ) of Eq. 6")
     return weighted_data_loss(losses, weights) + lam * l2_penalty(params)

@@ -22,9 +22,9 @@ def test_weights_finite_in_unit_interval_and_one_below_t(a, kappa):
     assert w.shape == a.shape and np.isfinite(w).all()
     assert (w > 0).all() and (w <= 1).all()
     assert (w[a <= t] == 1).all()
-    o = min(0.0, a.min())  # signed scores are measured from the lowest one (o = 0, Eq. 1, for positive scores)
+    o = min(0.0, np.percentile(a, 25))  # signed scores are measured from Q1 (o = 0, Eq. 1, for positive scores)
     above = a > t
-    np.testing.assert_allclose(w[above], np.maximum((t - o) / (a[above] - o), np.finfo(w.dtype).eps), rtol=1e-9)
+    np.testing.assert_allclose(w[above], np.maximum((t - o) / (a[above] - o), np.finfo(w.dtype).tiny), rtol=1e-9)
     assert w[np.argmin(a)] == 1  # the most normal sample is never dropped
 
 
@@ -41,6 +41,27 @@ def test_weights_monotone_non_increasing_in_score(a, kappa):
 def test_weights_follow_their_samples_under_permutation(a, kappa, rnd):
     perm = np.array(rnd.sample(range(len(a)), len(a)))
     np.testing.assert_array_equal(confidence_weights(a[perm], kappa).numpy(), confidence_weights(a, kappa).numpy()[perm])
+
+
+positive_f32 = arrays(np.float32, st.integers(1, 60), elements=st.floats(0.5, 2.0 ** 90, width=32))
+
+
+@SETTINGS
+@given(positive_f32, st.floats(0, 8, width=32))
+def test_weights_equal_eq1_for_positive_float32_scores(a, kappa):
+    t = iqr_threshold(torch.from_numpy(a), kappa)
+    w = confidence_weights(torch.from_numpy(a), kappa)
+    assert w.dtype == torch.float32
+    np.testing.assert_allclose(w.numpy(), np.minimum(1.0, t.numpy() / a), rtol=1e-6)
+
+
+@SETTINGS
+@given(arrays(np.float64, st.integers(8, 60), elements=st.floats(-10, 10)), st.floats(1e3, 1e12))
+def test_one_extreme_low_score_does_not_switch_scl_off(a, depth):
+    "The origin of signed scores is min(0, Q1): moving the lowest score far down changes no other weight (as long as Q1 stays)."
+    low = a.copy(); low[np.argmin(low)] = -depth
+    if np.percentile(low, 25) != np.percentile(a, 25): return   # Q1 itself moved (ties at the minimum)
+    np.testing.assert_allclose(confidence_weights(low).numpy(), confidence_weights(a).numpy(), rtol=1e-12)
 
 
 @SETTINGS
@@ -74,8 +95,12 @@ pairs = st.integers(2, 12).flatmap(lambda n: st.tuples(arrays(np.float64, n, ele
 def test_det_sigma_nonnegative_and_lambda_at_least_lambda0(p, lambda0, gamma):
     tr, va = p
     S = loss_covariance(tr, va)
-    np.testing.assert_allclose(S.numpy(), np.cov(np.stack([tr, va])), rtol=1e-9, atol=1e-6)
-    assert det_sigma(S).item() >= 0
+    C = np.cov(np.stack([tr, va]))
+    np.testing.assert_allclose(S.numpy(), C, rtol=1e-9, atol=1e-6)
+    d = det_sigma(S).item()
+    scale = C[0, 0] * C[1, 1] + C[0, 1] ** 2                    # round-off of the 2x2 determinant is relative to this
+    assert d >= 0 and abs(d - max(np.linalg.det(C), 0.0)) <= 1e-9 * scale + 1e-12
+    np.testing.assert_allclose(adaptive_lambda(S, lambda0, gamma).item(), lambda0 * (1 + gamma * d), rtol=1e-12)
     assert adaptive_lambda(S, lambda0, gamma).item() >= lambda0
 
 
