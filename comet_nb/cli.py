@@ -7,13 +7,13 @@ Docs: https://comet-nb.github.io/comet_nb/cli.html.md"""
 # %% auto #0
 __all__ = ['toy_demo', 'weights_report', 'build_parser', 'main']
 
-# %% ../nbs/35_cli.ipynb #e04e1d6e
+# %% ../nbs/35_cli.ipynb #b89650a6
 import argparse
 import sys
 import time
 from . import __version__
 
-# %% ../nbs/35_cli.ipynb #74037d9b
+# %% ../nbs/35_cli.ipynb #2e049277
 def toy_demo(seeds: int = 3, epochs: int = 60) -> str:
     "Baseline vs CoMet on the 2-D toy, mean ± sd over `seeds` seeds, as a text report."
     from comet_nb.toy import toy_compare, toy_table      # torch is imported here, so `--help` stays instant
@@ -29,7 +29,7 @@ def toy_demo(seeds: int = 3, epochs: int = 60) -> str:
         f"CoMet's test AUROC is higher on {wins} of {seeds} seed(s). 'log det excess' > 0: the fitted covariance is larger than the true nominal one (the paper's Fig. 1).",
         f"({time.perf_counter() - t0:.1f} s.) The notebooks 00-03 explain every number; see README.md."])
 
-# %% ../nbs/35_cli.ipynb #805941d0
+# %% ../nbs/35_cli.ipynb #588e8666
 def weights_report(n: int = 200,              # training samples
                    contamination: float = 0.05, # fraction of anomalous samples mixed in, unlabelled
                    kappa: float = 1.5,         # κ of Eq. 2
@@ -51,7 +51,7 @@ def weights_report(n: int = 200,              # training samples
         lines.append(f"{i:>6} {scores[i].item():>8.3f} {w[i].item():>7.3f}  {'anomalous' if is_bad[i] else 'nominal'}")
     return "\n".join(lines)
 
-# %% ../nbs/35_cli.ipynb #d9a8ffe1
+# %% ../nbs/35_cli.ipynb #9318b715
 def build_parser() -> argparse.ArgumentParser:
     "The `comet-nb` argument parser, one subcommand per job."
     p = argparse.ArgumentParser(prog="comet-nb", description="CoMet (Confident Meta-learning) for anomaly detection on uncurated training sets.")

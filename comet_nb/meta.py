@@ -6,12 +6,13 @@ Docs: https://comet-nb.github.io/comet_nb/meta.html.md"""
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'ADModel', 'trainable_params', 'check_model', 'score_all', 'split_tasks', 'task_batches',
-           'TrainingDiverged', 'inner_step', 'meta_loss', 'CoMetConfig', 'resolve_device', 'Callback', 'ProgressBar',
-           'CoMet', 'atomic_save', 'load_checkpoint']
+           'mode_dependent', 'TrainingDiverged', 'inner_step', 'meta_loss', 'CoMetConfig', 'resolve_device', 'Callback',
+           'ProgressBar', 'LivePlot', 'CoMet', 'atomic_save', 'load_checkpoint']
 
-# %% ../nbs/02_meta.ipynb #10f6a449
+# %% ../nbs/02_meta.ipynb #4f4ea777
 import math
 import os
+import random
 import tempfile
 import time
 from dataclasses import dataclass, asdict, fields, replace
@@ -25,7 +26,7 @@ import comet_nb
 from .scl import iqr_threshold, score_origin, weights_at, weighted_data_loss
 from .uncertainty import loss_covariance, det_sigma, adaptive_lambda, l2_penalty, scl_loss
 
-# %% ../nbs/02_meta.ipynb #fc2a33e4
+# %% ../nbs/02_meta.ipynb #5b349a2e
 class ADModel(nn.Module):
     "Base class for CoMet models: `forward(x) -> (losses (B,), scores (B,))`; optional `score`, `anomaly_map`, `make_optimizer`."
     def forward(self, x):
@@ -78,7 +79,7 @@ def score_all(model: nn.Module, data, batch_size: int = 256, device=None) -> tor
     finally: model.train(was)
     return torch.cat(out)
 
-# %% ../nbs/02_meta.ipynb #da54c021
+# %% ../nbs/02_meta.ipynb #5a37bc3a
 def _len(data) -> int:
     try: return len(data)
     except TypeError: raise ValueError(f"training data must be a tensor (N, ...) or a Dataset with __len__; got {type(data).__name__}.") from None
@@ -86,12 +87,18 @@ def _len(data) -> int:
 def _take(data, idx: torch.Tensor, device=None) -> torch.Tensor:
     "The samples at dataset indices `idx`, stacked, on `device`."
     if isinstance(data, torch.Tensor): x = data[idx.to(data.device)]
-    else:
-        items = [data[i] for i in idx.tolist()]
-        x = torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items])
-    return x if device is None else x.to(device, non_blocking=True)
+    else: x = torch.stack([_item(data[i]) for i in idx.tolist()])
+    return x if device is None else x.to(device, non_blocking=torch.device(device).type == "cuda")
 
-# %% ../nbs/02_meta.ipynb #10a9e647
+def _item(it) -> torch.Tensor:
+    "One sample as a tensor: a tensor, the first item of a tuple, the 'image' of a dict, or an array."
+    if isinstance(it, (tuple, list)): it = it[0]
+    if isinstance(it, dict):
+        if "image" not in it: raise ValueError(f"a dataset item that is a dict must hold the sample under 'image'; it has {sorted(it)}.")
+        it = it["image"]
+    return it if isinstance(it, torch.Tensor) else torch.as_tensor(np.asarray(it))
+
+# %% ../nbs/02_meta.ipynb #44702fb2
 def split_tasks(n: int,                  # training samples N
                 n_tasks: int,            # tasks n
                 generator: torch.Generator | None = None
@@ -104,12 +111,25 @@ def split_tasks(n: int,                  # training samples N
     return list(torch.randperm(n, generator=generator).tensor_split(n_tasks))
 
 def task_batches(tasks: list[torch.Tensor], batch_size: int) -> list[list[torch.Tensor]]:
-    "Rounds of batches: round r holds the r-th batch of every task; every task is cut into the same number of near-equal batches (each <= batch_size)."
-    n_rounds = max(1, math.ceil(max(len(t) for t in tasks) / batch_size))
+    "Rounds of batches: round r holds the r-th batch of every task; every task is cut into the same number of near-equal, non-empty batches (each at most batch_size + 1)."
+    n_rounds = max(1, math.ceil(min(len(t) for t in tasks) / batch_size))   # the smallest task sets the count: no empty batch
     per_task = [t.tensor_split(n_rounds) for t in tasks]
     return [[b[r] for b in per_task] for r in range(n_rounds)]
 
-# %% ../nbs/02_meta.ipynb #c9e3b3f9
+# %% ../nbs/02_meta.ipynb #88c11cbb
+_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+def mode_dependent(model: nn.Module) -> bool:
+    "Does the model compute differently in train and eval mode (BatchNorm, dropout)?"
+    return any(isinstance(m, _MODE_DEPENDENT) for m in model.modules())
+
+def _eval_scores(model, params, buffers, x) -> torch.Tensor:
+    "Scores at `params` in eval mode, without gradients (as the whole training set is scored)."
+    was = model.training; model.eval()
+    try:
+        with torch.no_grad(): return _check_output(model, functional_call(model, (params, buffers), (x,)), len(x))[1]
+    finally: model.train(was)
+
 class TrainingDiverged(RuntimeError):
     "A loss, gradient or score became NaN/inf; the model keeps its last good parameters."
 
@@ -127,7 +147,7 @@ def inner_step(model: nn.Module,
     grads = torch.autograd.grad(L, list(params.values()), create_graph=not first_order)
     return {k: p - alpha * g for (k, p), g in zip(params.items(), grads)}, losses
 
-# %% ../nbs/02_meta.ipynb #262b0cfc
+# %% ../nbs/02_meta.ipynb #ceb3d953
 def meta_loss(model: nn.Module, params: dict, buffers: dict,
               train_batches: list,     # [(x_i, w_i)] one batch per task
               val_batches: list,       # [x_v] the validation batch of each task, from the other tasks
@@ -135,24 +155,27 @@ def meta_loss(model: nn.Module, params: dict, buffers: dict,
               lam_prev,                # λ of the previous round, for the inner loss
               cfg):
     "Eq. 7–9 for one round: (mean meta-loss with graph to θ, Σ' (2, 2), λ(Σ'), train losses (n,), val losses (n,))."
-    data_terms, sq_norms, tr_pairs, val_pairs = [], [], [], []
+    data_terms, sq_norms, tr_pairs, val_pairs, score_sums = [], [], [], [], []
     for (x, w), xv in zip(train_batches, val_batches):
         theta_p, losses = inner_step(model, params, buffers, x, w, lam_prev, cfg.alpha, cfg.first_order)   # Eq. 7
+        tr_pairs.append(weighted_data_loss(losses, w).detach())                 # L_train of task i, at θ
         scratch = {k: b.clone() for k, b in buffers.items()}                    # val BN statistics are thrown away
         lv, sv = _check_output(model, functional_call(model, (theta_p, scratch), (xv,)), len(xv))
+        if cfg.scl_data and mode_dependent(model): sv = _eval_scores(model, theta_p, scratch, xv)   # like the whole-set scores
         wv = weights_at(sv, t, origin) if cfg.scl_data else torch.ones_like(lv)  # w from θ' (Eq. 9)
+        score_sums.append(sv.detach().sum())
         dv = weighted_data_loss(lv, wv)
         data_terms.append(dv); sq_norms.append(l2_penalty(theta_p))
-        tr_pairs.append(weighted_data_loss(losses, w).detach()); val_pairs.append(dv.detach())
+        val_pairs.append(dv.detach())                                           # L_val of task i, at θ'_i
     tr, va = torch.stack(tr_pairs), torch.stack(val_pairs)
-    if not bool(torch.isfinite(tr).all() and torch.isfinite(va).all()):
-        raise TrainingDiverged(f"a task loss is NaN/inf (training {tr.tolist()}, validation {va.tolist()}).")
+    if not bool(torch.isfinite(torch.cat([tr, va, torch.stack(score_sums)])).all()):
+        raise TrainingDiverged(f"a task loss or validation score is NaN/inf (training losses {tr.tolist()}, validation losses {va.tolist()}).")
     Sigma = loss_covariance(tr, va)                                             # Eq. 4 over the round's pairs
     lam = adaptive_lambda(Sigma, cfg.lambda0, cfg.gamma) if cfg.scl_model else torch.tensor(cfg.lambda0)   # Eq. 5
     L = torch.stack([d + lam * s for d, s in zip(data_terms, sq_norms)]).mean()  # Eq. 9, aggregated over tasks
     return L, Sigma, lam, tr, va
 
-# %% ../nbs/02_meta.ipynb #43a1b515
+# %% ../nbs/02_meta.ipynb #ad64dc0f
 @dataclass
 class CoMetConfig:
     "Hyper-parameters of CoMet; the Table 5 switches `use_meta`, `scl_data`, `scl_model`."
@@ -189,8 +212,8 @@ class CoMetConfig:
 
     @classmethod
     def baseline(cls, **kw):
-        "The model's own training: meta-learning and both SCL parts off, same optimiser and lr."
-        return cls(**{**kw, "use_meta": False, "scl_data": False, "scl_model": False})
+        "The model's own training: meta-learning and both SCL parts off, no added L2 term (λ0 = 0), same optimiser and lr."
+        return cls(**{**kw, "use_meta": False, "scl_data": False, "scl_model": False, "lambda0": 0.0})
 
     @classmethod
     def ablation(cls, name: str, **kw):
@@ -198,10 +221,15 @@ class CoMetConfig:
         rows = {"baseline": (False, False, False), "w/o ML": (False, True, True), "w/o SCL": (True, False, False),
                 "w/o SCL data": (True, False, True), "full": (True, True, True)}
         if name not in rows: raise ValueError(f"unknown ablation {name!r}; choose from {list(rows)}.")
+        if name == "baseline": return cls.baseline(**kw)
         m, d, s = rows[name]
         return cls(**{**kw, "use_meta": m, "scl_data": d, "scl_model": s})
 
 ABLATIONS = ("baseline", "w/o ML", "w/o SCL", "w/o SCL data", "full")
+
+def _seed_everything(seed: int):
+    "Seed torch (all devices), numpy and Python's `random` — the generators a model's forward pass may draw from."
+    torch.manual_seed(seed); np.random.seed(seed % 2 ** 32); random.seed(seed)
 
 def resolve_device(device: str) -> torch.device:
     "'auto' → CUDA when available, else CPU; a CUDA device on a machine without one is a clear error."
@@ -212,7 +240,7 @@ def resolve_device(device: str) -> torch.device:
         raise ValueError(f"device {device!r} was asked for, but this machine has no CUDA GPU (torch.cuda.is_available() is False); use device='cpu' or 'auto'.")
     return d
 
-# %% ../nbs/02_meta.ipynb #693024dc
+# %% ../nbs/02_meta.ipynb #aaeed774
 class Callback:
     "Hooks into `CoMet.fit`; override what you need."
     def before_fit(self, trainer): pass
@@ -229,7 +257,26 @@ class ProgressBar(Callback):
         self.bar.update(1); self.bar.set_postfix(loss=f"{record['loss']:.4g}", lam=f"{record['lam']:.3g}", flagged=record["n_flagged"])
     def after_fit(self, trainer): self.bar.close()
 
-# %% ../nbs/02_meta.ipynb #a669db87
+class LivePlot(Callback):
+    "Redraws the loss, λ(Σ) with det Σ, and the number of down-weighted samples after every `every` epochs (in a notebook)."
+    def __init__(self, every: int = 1): self.every = every
+    def before_fit(self, trainer):
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+        self.fig, self.axes = plt.subplots(1, 3, figsize=(10, 2.6)); plt.close(self.fig)
+        self.handle = display(self.fig, display_id=True)
+    def after_epoch(self, trainer, record):
+        if record["epoch"] % self.every: return
+        h = trainer.history; e = [r["epoch"] for r in h]
+        for ax in self.axes: ax.clear()
+        self.axes[0].plot(e, [r["loss"] for r in h], label="loss"); self.axes[0].plot(e, [r["val_loss"] for r in h], label="val"); self.axes[0].legend()
+        self.axes[1].plot(e, [r["lam"] for r in h], label="λ(Σ)"); ax2 = self.axes[1].twinx(); ax2.plot(e, [r["det_sigma"] for r in h], "C1", label="det Σ")
+        self.axes[1].set_title("λ (left), det Σ (right)", fontsize=9)
+        self.axes[2].plot(e, [r["n_flagged"] for r in h]); self.axes[2].set_title("samples with w < 1", fontsize=9)
+        self.fig.tight_layout()
+        if self.handle is not None: self.handle.update(self.fig)
+
+# %% ../nbs/02_meta.ipynb #f7206df7
 class CoMet:
     "Train any model of the protocol with Confident Meta-learning (or, by config, its ablations and the baseline)."
     def __init__(self, model: nn.Module, cfg: CoMetConfig | None = None, callbacks=()):
@@ -241,6 +288,8 @@ class CoMet:
         if not self.params: raise ValueError(f"{type(model).__name__} has no parameters with requires_grad=True: there is nothing to train.")
         make = getattr(model, "make_optimizer", None)
         self.opt = make(list(self.params.values()), self.cfg.beta) if make else torch.optim.Adam(self.params.values(), lr=self.cfg.beta)
+        make_sched = getattr(model, "make_scheduler", None)                 # optional: stepped once per epoch, checkpointed
+        self.sched = make_sched(self.opt, self.cfg.epochs) if make_sched else None
         self.callbacks = list(callbacks)
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
         self.epoch, self.lam, self.history, self._stop, self.target_epochs = 0, float(self.cfg.lambda0), [], False, self.cfg.epochs
@@ -257,10 +306,11 @@ class CoMet:
             raise ValueError(f"n_tasks = {self.cfg.n_tasks} is larger than the training set ({n} samples); use n_tasks <= {n}.")
         self.n_samples = n
         self.target_epochs = epochs if epochs is not None else self.cfg.epochs
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):   # the check must not move any RNG
-            was = self.model.training; self.model.eval()
-            try: check_model(self.model, _take(data, torch.arange(min(n, 2)), self.device))
-            finally: self.model.train(was)
+        rng, was = _rng_state(self.device), self.model.training                  # the check must not move any RNG
+        self.model.eval()
+        try: check_model(self.model, _take(data, torch.arange(min(n, 2)), self.device))
+        finally: self.model.train(was); _set_rng_state(rng, self.device)
+        if self.epoch == 0 and not self.history: _seed_everything(self.cfg.seed)   # a fresh run: cfg.seed seeds training randomness
         self._stop = False
         for cb in self.callbacks: cb.before_fit(self)
         try:
@@ -295,10 +345,17 @@ class CoMet:
         return self.history[-1]["weights"]
 
     # ---- one epoch
+    def _snapshot(self):
+        "Remember the buffers before a step's forward passes change them (BatchNorm statistics)."
+        self._good_buffers = {k: b.detach().clone() for k, b in self.model.named_buffers()}
+
     def _fail(self, what: str):
+        with torch.no_grad():                                                  # undo the failed step's buffer updates
+            for k, b in self.model.named_buffers():
+                if k in getattr(self, "_good_buffers", {}): b.copy_(self._good_buffers[k])
         raise TrainingDiverged(f"epoch {self.epoch}: {what} Training stopped before the optimiser step; "
-                               "the model keeps its last good parameters. Lower beta/alpha, check the inputs for NaN, "
-                               "or resume from the last checkpoint.") from None
+                               "the model keeps its last good parameters and buffers (those after the last successful step, "
+                               "within this epoch). Lower beta/alpha, check the inputs for NaN, or resume from the last checkpoint.") from None
 
     def _step(self, loss):
         if not torch.isfinite(loss): self._fail(f"the training loss is {loss.item()} (NaN/inf).")
@@ -324,6 +381,7 @@ class CoMet:
             for batches in task_batches(tasks, cfg.batch_size):
                 train = [(_take(data, b, dev), w_all[b].to(dev)) for b in batches]
                 val = [_take(data, self._val_indices(tasks, i, len(b)), dev) for i, b in enumerate(batches)]
+                self._snapshot()
                 try: L, Sigma, lam, tr, va = meta_loss(self.model, self.params, buffers, train, val, t.to(dev), o.to(dev), self.lam, cfg)
                 except TrainingDiverged as e: self._fail(str(e))
                 self._step(L); steps += 1
@@ -332,14 +390,17 @@ class CoMet:
                 lams.append(self.lam); dets.append(det_sigma(Sigma).item())
                 for cb in self.callbacks: cb.after_round(self, dict(loss=L.item(), lam=self.lam, det_sigma=dets[-1]))
         else:                                                                  # train = val: det Σ = 0, λ = λ0
-            for b in torch.randperm(n, generator=self.gen).split(cfg.batch_size):
-                x = _take(data, b, dev)
+            batches = list(torch.randperm(n, generator=self.gen).split(cfg.batch_size))
+            if len(batches) > 1 and len(batches[-1]) == 1: batches[-2:] = [torch.cat(batches[-2:])]   # no 1-sample batch (BatchNorm)
+            for b in batches:
+                x = _take(data, b, dev); self._snapshot()
                 l, _ = _check_output(self.model, self.model(x), len(x))
                 L = scl_loss(l, w_all[b].to(dev), self.params, cfg.lambda0)
                 self._step(L); steps += 1
                 losses.append(L.item()); trs.append(weighted_data_loss(l, w_all[b].to(dev)).item())
             self.lam = float(cfg.lambda0); vas = trs; lams, dets = [self.lam], [0.0]
-        rec.update(loss=float(np.mean(losses)), train_loss=float(np.mean(trs)), val_loss=float(np.mean(vas)),
+        if self.sched is not None: self.sched.step()
+        rec.update(lr=self.opt.param_groups[0]["lr"], loss=float(np.mean(losses)), train_loss=float(np.mean(trs)), val_loss=float(np.mean(vas)),
                    lam=lams[-1], lam_mean=float(np.mean(lams)), det_sigma=dets[-1], det_sigma_mean=float(np.mean(dets)),
                    steps=steps, seconds=time.perf_counter() - t0, scores=a, weights=w_all.cpu())
         return rec
@@ -350,7 +411,7 @@ class CoMet:
         if self.cfg.validate_on == "complement": return other
         return other[torch.randperm(len(other), generator=self.gen)[:size]]
 
-# %% ../nbs/02_meta.ipynb #ab502520
+# %% ../nbs/02_meta.ipynb #c7d43669
 def atomic_save(obj, path) -> Path:
     "`torch.save(obj)` to `path` atomically: write a temporary file beside it, fsync, rename."
     path = Path(path)
@@ -369,19 +430,29 @@ def atomic_save(obj, path) -> Path:
     return path
 
 def _rng_state(device) -> dict:
-    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+    "torch (CPU and CUDA), numpy and Python RNG states, as tensors and numbers (loadable with weights_only=True)."
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    ver, pystate, pygauss = random.getstate()
+    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)),
+                python=dict(version=ver, state=torch.tensor(pystate, dtype=torch.int64), gauss=pygauss))
 
 def _set_rng_state(state: dict, device):
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and device.type == "cuda": torch.cuda.set_rng_state(state["cuda"], device)
+    if "numpy" in state:
+        n = state["numpy"]; np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "python" in state:
+        py = state["python"]; random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
 
-# %% ../nbs/02_meta.ipynb #60e98979
+# %% ../nbs/02_meta.ipynb #56764246
 @patch
 def state_dict(self: CoMet) -> dict:
     "Everything needed to resume exactly: model, optimiser, epoch, λ, history, config and all RNG states."
     return dict(format="comet_nb.CoMet", version=comet_nb.__version__, model_class=type(self.model).__qualname__,
                 config=asdict(self.cfg), epoch=self.epoch, lam=self.lam, n_samples=self.n_samples,
                 model=self.model.state_dict(), optimizer=self.opt.state_dict(), history=self.history,
+                scheduler=self.sched.state_dict() if self.sched is not None else None,
                 rng=dict(**_rng_state(self.device), trainer=self.gen.get_state()))
 
 @patch
@@ -395,6 +466,7 @@ def load_state_dict(self: CoMet, sd: dict):
     except RuntimeError as e:
         raise ValueError(f"the checkpoint's {sd['model_class']} parameters do not fit this model (a different size or version, comet_nb {sd['version']}): {e}") from None
     self.opt.load_state_dict(sd["optimizer"])
+    if self.sched is not None and sd.get("scheduler") is not None: self.sched.load_state_dict(sd["scheduler"])
     self.cfg = CoMetConfig(**{**sd["config"], "device": self.cfg.device})
     self.epoch, self.lam, self.n_samples, self.history = sd["epoch"], sd["lam"], sd["n_samples"], list(sd["history"])
     _set_rng_state(sd["rng"], self.device); self.gen.set_state(sd["rng"]["trainer"])

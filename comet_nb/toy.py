@@ -8,7 +8,7 @@ Docs: https://comet-nb.github.io/comet_nb/toy.html.md"""
 __all__ = ['TOY_A', 'TOY_ANOMALY_MEAN', 'TOY_CONFIG', 'toy_data', 'GaussianModel', 'toy_run', 'toy_compare', 'toy_table',
            'cov_ellipse']
 
-# %% ../nbs/03_toy.ipynb #0f4ecb93
+# %% ../nbs/03_toy.ipynb #0fab31d8
 import math
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from torch import nn
 from sklearn.metrics import roc_auc_score
 from .meta import ADModel, CoMet, CoMetConfig, ABLATIONS
 
-# %% ../nbs/03_toy.ipynb #2a331484
+# %% ../nbs/03_toy.ipynb #9fc3d02a
 TOY_A = torch.tensor([[1.0, 0.0], [0.6, 0.5]])      # nominal: x = A ε, ε ~ N(0, I), covariance A Aᵀ
 TOY_ANOMALY_MEAN = torch.tensor([2.0, -1.5])
 
@@ -27,7 +27,7 @@ def toy_data(n_nominal: int = 200, n_anomalous: int = 20, seed: int = 0):
     anomalies = TOY_ANOMALY_MEAN + 0.4 * torch.randn(n_anomalous, 2, generator=g)
     return torch.cat([anomalies, nominal]), torch.arange(n_anomalous + n_nominal) < n_anomalous
 
-# %% ../nbs/03_toy.ipynb #d01ad86d
+# %% ../nbs/03_toy.ipynb #610addce
 class GaussianModel(ADModel):
     "A full-covariance Gaussian density: loss = NLL (B,), score = ½ Mahalanobis² (B,)."
     def __init__(self, dim: int = 2):
@@ -50,7 +50,7 @@ class GaussianModel(ADModel):
         m = 0.5 * u.pow(2).sum(1)                                        # ½ Mahalanobis², (B,)
         return m + self.log_diag.sum(), m.detach()                       # (NLL, score)
 
-# %% ../nbs/03_toy.ipynb #904913ee
+# %% ../nbs/03_toy.ipynb #c449e842
 TOY_CONFIG = dict(alpha=0.05, beta=0.05, epochs=60, batch_size=64)
 
 def toy_run(config: CoMetConfig, seed: int = 0, n_nominal: int = 200, n_anomalous: int = 20) -> dict:
@@ -78,7 +78,7 @@ def toy_table(results: dict) -> str:
     return "\n".join([head] + [f"{n:<14} {ms(rs, 'auroc'):>15} {ms(rs, 'logdet_excess'):>16} {ms(rs, 'mean_error'):>15} "
                                f"{ms(rs, 'w_anomalous'):>15} {ms(rs, 'w_nominal'):>15}" for n, rs in results.items()])
 
-# %% ../nbs/03_toy.ipynb #4e803f88
+# %% ../nbs/03_toy.ipynb #a4be9ed6
 def cov_ellipse(ax, mean, cov, n_std: float = 2.0, **kw):
     "Draw the n_std-σ ellipse of a 2-D Gaussian."
     vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=float))

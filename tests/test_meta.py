@@ -169,3 +169,40 @@ def test_request_stop_ends_after_the_epoch(data):
     torch.manual_seed(0)
     tr = CoMet(GaussianModel(), CoMetConfig(**{**FAST, "epochs": 10}), callbacks=[StopAt2()]).fit(data)
     assert tr.epoch == 2 and len(tr.history) == 2
+
+
+class Scheduled(GaussianModel):
+    def make_scheduler(self, opt, epochs): return torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+
+
+def test_scheduler_is_stepped_and_resumed(tmp_path, data):
+    torch.manual_seed(0); whole = CoMet(Scheduled(), CoMetConfig(**{**FAST, "epochs": 6})).fit(data)
+    torch.manual_seed(0); part = CoMet(Scheduled(), CoMetConfig(**{**FAST, "epochs": 6})).fit(data, epochs=3)
+    part.save(tmp_path / "c.pt")
+    back = CoMet.load(tmp_path / "c.pt", Scheduled()).fit(data)
+    assert [r["lr"] for r in back.history] == [r["lr"] for r in whole.history] == [0.05, 0.025, 0.025, 0.0125, 0.0125, 0.00625]
+    assert torch.equal(back.model.mu, whole.model.mu)
+
+
+def test_small_batches_never_empty(data):
+    tr = trained(data[:9], batch_size=1, n_tasks=4)                          # tasks of 3 and 2: no empty batch
+    assert tr.epoch == 3
+
+
+def test_dict_and_numpy_items(data):
+    class Dicts(torch.utils.data.Dataset):
+        def __len__(self): return len(data)
+        def __getitem__(self, i): return {"image": data[i].numpy(), "label": 0}
+    assert torch.equal(trained(Dicts()).model.mu, trained(data).model.mu)
+    class NoImage(Dicts):
+        def __getitem__(self, i): return {"x": data[i]}
+    with pytest.raises(ValueError, match="under 'image'"):
+        trained(NoImage())
+
+
+def test_fit_seeds_training_randomness(data):
+    torch.manual_seed(0); m1 = GaussianModel()
+    torch.manual_seed(0); m2 = GaussianModel()
+    torch.manual_seed(123); a = CoMet(m1, CoMetConfig(**FAST)).fit(data)
+    torch.manual_seed(456); b = CoMet(m2, CoMetConfig(**FAST)).fit(data)   # global RNG differs before fit: same run
+    assert torch.equal(a.model.mu, b.model.mu)

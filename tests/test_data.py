@@ -1,0 +1,150 @@
+"Dataset readers, contamination and the demo set, on fixture trees built here; every bad input names its path."
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from comet_nb.data import (ADDataset, UNKNOWN, contaminate, image_folder, ksdd2, load_image, load_mask, mvtec, viaduct,
+                           write_ksdd2_fixture, write_mvtec_fixture)
+from comet_nb.demo import DEMO_CATEGORIES, demo, make_demo
+
+
+def save(path, a, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (Image.fromarray(a, mode) if mode else Image.fromarray(a)).save(path)
+
+
+@pytest.mark.parametrize("make, expect", [
+    (lambda: np.full((5, 7), 128, np.uint8), 128 / 255),                       # grayscale
+    (lambda: np.full((5, 7), 32896, np.uint16), 32896 / 65535),                # 16-bit
+    (lambda: np.dstack([np.full((5, 7), 10, np.uint8)] * 3 + [np.zeros((5, 7), np.uint8)]), 10 / 255),   # RGBA, alpha dropped
+    (lambda: np.full((5, 7, 3), 255, np.uint8), 1.0),                          # RGB
+])
+def test_formats_load_as_3_channel_floats(tmp_path, make, expect):
+    save(tmp_path / "x.png", make())
+    x = load_image(tmp_path / "x.png")
+    assert x.shape == (3, 5, 7) and x.dtype == torch.float32
+    torch.testing.assert_close(x, torch.full_like(x, expect))
+
+
+def test_palette_and_jpeg(tmp_path):
+    Image.fromarray(np.arange(35, dtype=np.uint8).reshape(5, 7)).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(np.zeros((9, 11, 3), np.uint8)).save(tmp_path / "j.jpg")
+    assert load_image(tmp_path / "p.png").shape == (3, 5, 7)
+    assert load_image(tmp_path / "j.jpg").shape == (3, 9, 11)
+
+
+def test_mvtec_fixture_counts_labels_masks(tmp_path):
+    write_mvtec_fixture(tmp_path, n_train=5, n_good=3, defects=("crack",), n_each=4)
+    s = mvtec(tmp_path, "widget")
+    assert len(s.train) == 5 and len(s.test) == 7
+    assert [r.label for r in s.test] == [1, 1, 1, 1, 0, 0, 0]                   # test/crack, then test/good (sorted)
+    ds = ADDataset(s.test, size=32)
+    smp = ds[2]
+    assert smp["index"] == 2 and smp["label"] == 1 and smp["mask"].shape == (32, 32) and smp["mask"].max() == 1
+    assert ds[5]["mask"].sum() == 0 and smp["path"].endswith("crack/002.png")
+
+
+def test_missing_mask_required_for_mvtec_optional_for_viaduct(tmp_path):
+    write_mvtec_fixture(tmp_path, defects=("crack",), n_each=2)
+    (tmp_path / "widget" / "ground_truth" / "crack" / "001_mask.png").unlink()
+    with pytest.raises(FileNotFoundError, match="001_mask.png"):
+        mvtec(tmp_path, "widget")
+    v = viaduct(tmp_path, "widget")
+    rec = [r for r in v.test if r.path.name == "001.png" and r.label == 1][0]
+    assert rec.mask_path is None and ADDataset([rec])[0]["mask"] is None
+
+
+def test_mask_size_mismatch_names_both_files(tmp_path):
+    write_mvtec_fixture(tmp_path, defects=("crack",), n_each=1)
+    save(tmp_path / "widget" / "ground_truth" / "crack" / "000_mask.png", np.zeros((3, 3), np.uint8))
+    s = mvtec(tmp_path, "widget")
+    with pytest.raises(ValueError, match=r"000_mask.png is 3x3 pixels but its image .*crack/000.png is 45x37"):
+        ADDataset(s.test)[0]
+
+
+@pytest.mark.parametrize("setup, call, match", [
+    (lambda p: None, lambda p: mvtec(p / "absent", "widget"), "mvtec root folder not found: .*absent"),
+    (lambda p: write_mvtec_fixture(p), lambda p: mvtec(p, "gizmo"), "categories there are: widget"),
+    (lambda p: (write_mvtec_fixture(p, n_train=1), (p / "widget" / "train" / "good" / "000.png").unlink()),
+     lambda p: mvtec(p, "widget"), "training folder .*good holds no images"),
+    (lambda p: (p / "empty").mkdir(), lambda p: image_folder(p / "empty"), "holds no images"),
+    (lambda p: write_mvtec_fixture(p), lambda p: image_folder(p / "widget" / "train" / "good", p / "widget" / "ground_truth"), "needs a good/"),
+    (lambda p: (p / "ksdd2").mkdir(), lambda p: ksdd2(p / "ksdd2"), "KSDD2 train folder not found"),
+])
+def test_bad_folders(tmp_path, setup, call, match):
+    setup(tmp_path)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        call(tmp_path)
+
+
+def test_undecodable_images_name_the_file(tmp_path):
+    write_mvtec_fixture(tmp_path, n_train=2)
+    bad = tmp_path / "widget" / "train" / "good" / "001.png"
+    bad.write_bytes(bad.read_bytes()[:60])                                      # truncated PNG
+    ds = ADDataset(mvtec(tmp_path, "widget").train)
+    with pytest.raises(ValueError, match="cannot decode image .*001.png"):
+        ds[1]
+    bad.write_bytes(b"")
+    with pytest.raises(ValueError, match="001.png: the file is empty"):
+        ds[1]
+
+
+def test_ksdd2_as_shipped_and_noise(tmp_path):
+    write_ksdd2_fixture(tmp_path, n_train=10, n_train_bad=3)
+    k = ksdd2(tmp_path)
+    assert len(k.train) == 10 and len(k.contaminants) == 3 and sum(r.known_defective for r in k.train) == 3
+    clean = contaminate(k, 0)
+    assert len(clean.train) == 7 and clean.contaminants == [] and "kept 0 of its 3" in clean.notes[-1]
+    assert len(contaminate(k, 0.3, seed=1).contaminants) == 2                  # int(0.3 · 7) = 2
+    assert contaminate(k, "as-shipped") is k
+    with pytest.raises(ValueError, match="has only 3 defective training images"):
+        contaminate(k, 0.6)                                                     # int(0.6 · 7) = 4 > 3
+    (tmp_path / "train" / "4_GT.png").unlink()
+    with pytest.raises(FileNotFoundError, match="4_GT.png"):
+        ksdd2(tmp_path)
+
+
+def test_contamination_protocol(tmp_path):
+    write_mvtec_fixture(tmp_path, n_train=30, defects=("a", "b"), n_each=5)
+    s = mvtec(tmp_path, "widget")
+    c = contaminate(s, 0.2, seed=3)
+    assert len(c.contaminants) == 6 and len(c.train) == 36 and len(c.test) == len(s.test) - 6
+    assert {str(r.path) for r in c.train if r.known_defective} == set(c.contaminants)
+    assert not set(c.contaminants) & {str(r.path) for r in c.test}
+    assert contaminate(s, 0.2, seed=3).contaminants == c.contaminants
+    assert contaminate(s, 0.2, seed=4).contaminants != c.contaminants
+    kept = contaminate(s, 0.2, seed=3, keep_test=True)
+    assert len(kept.test) == len(s.test) and "kept intact" in kept.notes[-1]
+    for bad in (-0.1, 1.0, "lots", None):
+        with pytest.raises(ValueError, match="noise"):
+            contaminate(s, bad)
+
+
+def test_unlabeled_folder_cannot_be_contaminated(tmp_path):
+    write_mvtec_fixture(tmp_path)
+    f = image_folder(tmp_path / "widget" / "train" / "good")
+    assert {r.label for r in f.train} == {UNKNOWN}
+    with pytest.raises(ValueError, match="unlabeled"):
+        contaminate(f, 0.1)
+
+
+def test_demo_dataset_is_deterministic_and_cached(tmp_path):
+    a = make_demo(tmp_path / "a", n_train=5, n_test_good=4, n_test_each=2, categories=("grass",))
+    b = make_demo(tmp_path / "b", n_train=5, n_test_good=4, n_test_each=2, categories=("grass",))
+    fa = sorted(p.relative_to(a) for p in a.rglob("*.png"))
+    assert fa == sorted(p.relative_to(b) for p in b.rglob("*.png")) and len(fa) == 5 + 4 + 8 + 8
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in fa)
+    mtime = (a / "params.json").stat().st_mtime_ns
+    assert make_demo(tmp_path / "a", n_train=5, n_test_good=4, n_test_each=2, categories=("grass",)) == a
+    assert (a / "params.json").stat().st_mtime_ns == mtime                      # not regenerated
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_demo_default_in_cache_dir(_private_cache):
+    s = demo("gravel")
+    assert str(s.train[0].path).startswith(_private_cache)
+    assert len(s.train) == 80 and len(s.test) == 120 and sum(r.label for r in s.test) == 60
+    with pytest.raises(ValueError, match="brick, grass, gravel"):
+        demo("carpet")
+    assert DEMO_CATEGORIES == ("brick", "grass", "gravel")
