@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from comet_nb.data import (ADDataset, UNKNOWN, contaminate, image_folder, ksdd2, load_image, load_mask, mvtec, viaduct,
+from comet_nb.data import (ADDataset, UNKNOWN, collate, contaminate, image_folder, ksdd2, load_image, load_mask, mvtec, viaduct,
                            write_ksdd2_fixture, write_mvtec_fixture)
 from comet_nb.demo import DEMO_CATEGORIES, demo, make_demo
 
@@ -111,6 +111,8 @@ def test_contamination_protocol(tmp_path):
     c = contaminate(s, 0.2, seed=3)
     assert len(c.contaminants) == 6 and len(c.train) == 36 and len(c.test) == len(s.test) - 6
     assert {str(r.path) for r in c.train if r.known_defective} == set(c.contaminants)
+    assert {r.label for r in c.train if r.known_defective} == {UNKNOWN}            # unlabeled to the model
+    assert all(r.mask_path is None for r in c.train)
     assert not set(c.contaminants) & {str(r.path) for r in c.test}
     assert contaminate(s, 0.2, seed=3).contaminants == c.contaminants
     assert contaminate(s, 0.2, seed=4).contaminants != c.contaminants
@@ -148,3 +150,45 @@ def test_demo_default_in_cache_dir(_private_cache):
     with pytest.raises(ValueError, match="brick, grass, gravel"):
         demo("carpet")
     assert DEMO_CATEGORIES == ("brick", "grass", "gravel")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.fromarray(np.zeros((5, 7, 3), np.uint8))
+    exif = im.getexif(); exif[0x0112] = 6                                       # "rotate 90° clockwise to view"
+    im.save(tmp_path / "phone.jpg", exif=exif)
+    assert load_image(tmp_path / "phone.jpg").shape == (3, 7, 5)
+
+
+def test_32bit_image_holding_8bit_values(tmp_path):
+    Image.fromarray(np.full((4, 4), 200, np.int32), "I").save(tmp_path / "i.tif")
+    torch.testing.assert_close(load_image(tmp_path / "i.tif"), torch.full((3, 4, 4), 200 / 255))
+
+
+def test_collate_keeps_missing_masks(tmp_path):
+    write_mvtec_fixture(tmp_path)
+    f = image_folder(tmp_path / "widget" / "train" / "good", tmp_path / "widget" / "test")
+    loader = torch.utils.data.DataLoader(ADDataset(f.train + f.test, size=16), batch_size=8, collate_fn=collate)
+    b = next(iter(loader))
+    assert b["image"].shape == (8, 3, 16, 16) and b["mask"][0] is None and b["mask"][4].shape == (16, 16)   # unlabeled: None; good: zeros
+    assert b["label"][:4].tolist() == [UNKNOWN] * 4
+
+
+def _gen(root):
+    from comet_nb.demo import make_demo
+    return str(make_demo(root, n_train=3, n_test_good=2, n_test_each=1, categories=("brick",)))
+
+
+def test_demo_generation_is_safe_in_parallel(tmp_path):
+    import multiprocessing as mp
+    with mp.get_context("spawn").Pool(3) as pool:
+        outs = pool.map(_gen, [tmp_path] * 3)
+    assert len(set(outs)) == 1
+    s = mvtec(outs[0], "brick")
+    assert len(s.train) == 3 and len(s.test) == 6
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_demo_size_limits(tmp_path):
+    with pytest.raises(ValueError, match="between 16 and 192"):
+        make_demo(tmp_path, size=200)
+    assert make_demo(tmp_path, size=192, n_train=2, n_test_good=1, n_test_each=1, categories=("grass",)).is_dir()

@@ -51,8 +51,9 @@ def test_timm_offline_download_fails_with_instructions(tmp_path):
 
 def test_device_choice():
     assert default_device("cpu") == torch.device("cpu")
-    assert default_device() in (torch.device("cuda"), torch.device("mps"), torch.device("cpu"))
+    assert default_device() == (torch.device("cuda") if torch.cuda.is_available() else default_device())
     if not torch.cuda.is_available():
+        assert default_device().type in ("cpu", "mps")
         with pytest.raises(ValueError, match="no CUDA GPU"):
             default_device("cuda")
 
@@ -61,16 +62,28 @@ def test_cache_roundtrip_and_key(tmp_path, ds, wrn):
     fs = extract_features(ds, wrn, cache=tmp_path / "c", progress=False)
     assert fs.features.shape == (5, 1536, 8, 8) and fs.features.dtype == torch.float16
     assert json.loads((fs.path / "manifest.json").read_text())["key"] == fs.key
-    again = extract_features(ds, wrn, cache=tmp_path / "c", progress=False)
-    assert torch.equal(again.features, fs.features)
+    calls = []
+    hook = wrn.register_forward_hook(lambda *a: calls.append(1))
+    try: again = extract_features(ds, wrn, cache=tmp_path / "c", progress=False)
+    finally: hook.remove()
+    assert calls == [] and torch.equal(again.features, fs.features)            # read from disk, not recomputed
     direct = wrn(torch.stack([ds[i]["image"] for i in range(5)])).half()
     assert torch.equal(direct, fs.features)
-    # the key follows the files: a touched image is a new entry
+    # the key follows the content of the files, not their dates
     p = ds.records[0].path; st = p.stat(); os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
-    assert feature_key(ds, wrn) != fs.key
+    assert feature_key(ds, wrn) == fs.key
+    raw = bytearray(p.read_bytes()); p.write_bytes(bytes(raw)); os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    from PIL import Image
+    Image.fromarray((np.asarray(Image.open(p).convert("RGB")) // 2).astype(np.uint8)).save(p); os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert feature_key(ds, wrn) != fs.key                                       # edited, same mtime: a new entry
+
+
+def _flip_last_byte(f):
+    raw = bytearray((f / "features.npy").read_bytes()); raw[-3] ^= 0xFF; (f / "features.npy").write_bytes(bytes(raw))
 
 
 @pytest.mark.parametrize("damage, reason", [
+    (_flip_last_byte, "rows fail their checksum"),
     (lambda f: (f / "manifest.json").write_text("{not json"), "corrupted"),
     (lambda f: (f / "features.npy").write_bytes((f / "features.npy").read_bytes()[:500]), "corrupted"),
     (lambda f: (f / "manifest.json").write_text(json.dumps({**json.loads((f / "manifest.json").read_text()), "key": "x"})), "stale"),
@@ -107,3 +120,16 @@ def test_views(tmp_path, ds):
     fs = extract_features(ds, ax, n_views=3, cache=tmp_path / "c", progress=False)
     assert fs.features.shape == (5, 3, 768)
     assert feature_key(ds, ax, n_views=3, view_seed=1) != fs.key
+
+
+def test_weight_file_content_is_in_the_key(tmp_path, ds):
+    full = torchvision.models.alexnet(weights=None)
+    a, b = tmp_path / "a" / "alexnet.pth", tmp_path / "b" / "alexnet.pth"
+    a.parent.mkdir(); b.parent.mkdir()
+    torch.save(full.state_dict(), a)
+    with torch.no_grad(): full.features[0].weight.add_(1.0)
+    torch.save(full.state_dict(), b)
+    assert a.stat().st_size == b.stat().st_size
+    ka = feature_key(ds, AlexNetMultiScale(image_size=256, pretrained=a))
+    kb = feature_key(ds, AlexNetMultiScale(image_size=256, pretrained=b))
+    assert ka != kb
