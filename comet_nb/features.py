@@ -9,7 +9,7 @@ __all__ = ['WRN50_TAG', 'IMAGENET_MEAN', 'IMAGENET_STD', 'default_device', 'Rand
            'alexnet_features', 'code_hash', 'FeatureExtractor', 'AlexNetMultiScale', 'WideResNetPatches',
            'rotation_angles', 'apply_views', 'feature_key', 'FeatureSet', 'extract_features']
 
-# %% ../nbs/12_features.ipynb #71e7d03c
+# %% ../nbs/12_features.ipynb #a1052618
 import functools
 import hashlib
 import inspect
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 import comet_nb
 from .demo import cache_dir
 
-# %% ../nbs/12_features.ipynb #9b5ef832
+# %% ../nbs/12_features.ipynb #12e3f021
 def default_device(device=None) -> torch.device:
     "`device` if given, else CUDA, else MPS, else CPU; asking for an absent CUDA/MPS device is a clear error."
     if device is None or device == "auto":
@@ -50,7 +50,7 @@ class RandomWeightsWarning(UserWarning):
 def _weights_note(name: str, pretrained) -> str:
     if pretrained is False:
         warnings.warn(f"{name} has random weights (pretrained=False): results are not comparable to the paper's, which uses ImageNet weights.", RandomWeightsWarning, stacklevel=3)
-        return "random"
+        return "random-seed0"
     if isinstance(pretrained, (str, os.PathLike)):
         p = Path(pretrained)
         if not p.is_file(): raise FileNotFoundError(f"weight file for {name} not found: {p}")
@@ -77,7 +77,9 @@ def timm_features(name: str, out_indices, pretrained=True) -> nn.Module:
     "A timm backbone returning the feature maps `out_indices` (`features_only`); pretrained: True, False, or a local weight file."
     note = _weights_note(name, pretrained)
     kw = dict(features_only=True, out_indices=tuple(out_indices))
-    if note == "random": return timm.create_model(name, pretrained=False, **kw)
+    if note.startswith("random"):
+        with torch.random.fork_rng(devices=[]):            # random weights, but always the same ones (seed 0): reproducible, cacheable
+            torch.manual_seed(0); return timm.create_model(name, pretrained=False, **kw)
     if note.startswith("file:"): return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)), **kw)
     try: return timm.create_model(name, pretrained=True, **kw)
     except Exception as e:
@@ -92,13 +94,14 @@ def alexnet_features(pretrained=True) -> nn.Module:
         try: return torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1).features
         except Exception as e:
             raise RuntimeError(_offline_message("alexnet", "`python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\"` (it lands in ~/.cache/torch/hub/checkpoints)", e)) from None
-    m = torchvision.models.alexnet(weights=None)
+    with torch.random.fork_rng(devices=[]):                # random weights are always the same ones (seed 0)
+        torch.manual_seed(0); m = torchvision.models.alexnet(weights=None)
     if note.startswith("file:"):
         try: m.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
         except Exception as e: raise ValueError(f"{pretrained} is not an AlexNet weight file torchvision can load: {type(e).__name__}: {str(e)[:200]}") from None
     return m.features
 
-# %% ../nbs/12_features.ipynb #4b590852
+# %% ../nbs/12_features.ipynb #05295652
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def code_hash(obj) -> str:
@@ -122,7 +125,7 @@ class FeatureExtractor(nn.Module):
 class AlexNetMultiScale(FeatureExtractor):
     "DifferNet's features: AlexNet at 3 scales, globally average-pooled: (B, 3, S, S) → (B, 768)."
     def __init__(self, image_size: int = 448, pretrained=True, n_scales: int = 3):
-        super().__init__(alexnet_features(pretrained), dict(backbone="alexnet", weights=_weights_note("alexnet", pretrained) if pretrained is not False else "random",
+        super().__init__(alexnet_features(pretrained), dict(backbone="alexnet", weights=_weights_note("alexnet", pretrained) if pretrained is not False else "random-seed0",
                                                            image_size=image_size, n_scales=n_scales))
         self.sizes = [image_size // 2 ** k for k in range(n_scales)]
         if self.sizes[-1] < 63: raise ValueError(f"AlexNet needs at least 63 px at its smallest scale; image_size {image_size} with {n_scales} scales gives {self.sizes[-1]} px. Use image_size >= {63 * 2 ** (n_scales - 1)}.")
@@ -135,7 +138,7 @@ class WideResNetPatches(FeatureExtractor):
     "SimpleNet's features: WRN-50 layer2+layer3, 3×3 aggregation, pooled to `dim`: (B, 3, S, S) → (B, dim, S/8, S/8)."
     def __init__(self, image_size: int = 288, pretrained=True, dim: int = 1536, patch: int = 3):
         super().__init__(timm_features(WRN50_TAG, (2, 3), pretrained),
-                         dict(backbone=f"{WRN50_TAG}[layer2,layer3]", weights=_weights_note(WRN50_TAG, pretrained) if pretrained is not False else "random",
+                         dict(backbone=f"{WRN50_TAG}[layer2,layer3]", weights=_weights_note(WRN50_TAG, pretrained) if pretrained is not False else "random-seed0",
                               image_size=image_size, dim=dim, patch=patch))
         self.dim, self.patch, self.image_size = dim, patch, image_size
     def forward(self, x):
@@ -152,7 +155,7 @@ class WideResNetPatches(FeatureExtractor):
         q = F.adaptive_avg_pool1d(torch.cat(per_layer, -1), self.dim)                                       # both layers → dim
         return q.reshape(B, h, w, self.dim).permute(0, 3, 1, 2).contiguous()
 
-# %% ../nbs/12_features.ipynb #89e13451
+# %% ../nbs/12_features.ipynb #f2b3a42f
 def rotation_angles(key: str, n_views: int, seed: int = 0) -> list:
     "The fixed rotation angles (degrees) of an image's views: 360·(v + u)/V, phase u from (seed, key)."
     if n_views == 1: return [0.0]
@@ -163,7 +166,7 @@ def apply_views(x: torch.Tensor, angles_per_image: list) -> torch.Tensor:
     "(B, 3, H, W) images and B lists of V angles → (B, V, 3, H, W) rotated views."
     return torch.stack([torch.stack([TF.rotate(img, a, interpolation=TF.InterpolationMode.BILINEAR) for a in angles]) for img, angles in zip(x, angles_per_image)])
 
-# %% ../nbs/12_features.ipynb #1068cf69
+# %% ../nbs/12_features.ipynb #27680cff
 def feature_key(dataset, extractor: FeatureExtractor, n_views: int = 1, view_seed: int = 0) -> str:
     "The cache key: extractor spec (with code and library versions), views, the dataset's class, resize and crop, and every image file's path and content hash."
     from comet_nb import data as _data

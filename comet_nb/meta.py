@@ -7,9 +7,9 @@ Docs: https://comet-nb.github.io/comet_nb/meta.html.md"""
 # %% auto #0
 __all__ = ['ABLATIONS', 'ADModel', 'trainable_params', 'check_model', 'score_all', 'split_tasks', 'task_batches',
            'mode_dependent', 'TrainingDiverged', 'inner_step', 'meta_loss', 'CoMetConfig', 'resolve_device', 'Callback',
-           'ProgressBar', 'LivePlot', 'CoMet', 'atomic_save', 'load_checkpoint']
+           'ProgressBar', 'SaveCheckpoint', 'LivePlot', 'CoMet', 'atomic_save', 'load_checkpoint']
 
-# %% ../nbs/02_meta.ipynb #4f4ea777
+# %% ../nbs/02_meta.ipynb #65e839d5
 import math
 import os
 import random
@@ -26,7 +26,7 @@ import comet_nb
 from .scl import iqr_threshold, score_origin, weights_at, weighted_data_loss
 from .uncertainty import loss_covariance, det_sigma, adaptive_lambda, l2_penalty, scl_loss
 
-# %% ../nbs/02_meta.ipynb #5b349a2e
+# %% ../nbs/02_meta.ipynb #2a8790eb
 class ADModel(nn.Module):
     "Base class for CoMet models: `forward(x) -> (losses (B,), scores (B,))`; optional `score`, `anomaly_map`, `make_optimizer`."
     def forward(self, x):
@@ -79,7 +79,7 @@ def score_all(model: nn.Module, data, batch_size: int = 256, device=None) -> tor
     finally: model.train(was)
     return torch.cat(out)
 
-# %% ../nbs/02_meta.ipynb #5a37bc3a
+# %% ../nbs/02_meta.ipynb #8d886d7f
 def _len(data) -> int:
     try: return len(data)
     except TypeError: raise ValueError(f"training data must be a tensor (N, ...) or a Dataset with __len__; got {type(data).__name__}.") from None
@@ -98,7 +98,7 @@ def _item(it) -> torch.Tensor:
         it = it["image"]
     return it if isinstance(it, torch.Tensor) else torch.as_tensor(np.asarray(it))
 
-# %% ../nbs/02_meta.ipynb #44702fb2
+# %% ../nbs/02_meta.ipynb #4b2fd9c0
 def split_tasks(n: int,                  # training samples N
                 n_tasks: int,            # tasks n
                 generator: torch.Generator | None = None
@@ -116,7 +116,7 @@ def task_batches(tasks: list[torch.Tensor], batch_size: int) -> list[list[torch.
     per_task = [t.tensor_split(n_rounds) for t in tasks]
     return [[b[r] for b in per_task] for r in range(n_rounds)]
 
-# %% ../nbs/02_meta.ipynb #88c11cbb
+# %% ../nbs/02_meta.ipynb #d479fe45
 _MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 def mode_dependent(model: nn.Module) -> bool:
@@ -147,7 +147,7 @@ def inner_step(model: nn.Module,
     grads = torch.autograd.grad(L, list(params.values()), create_graph=not first_order)
     return {k: p - alpha * g for (k, p), g in zip(params.items(), grads)}, losses
 
-# %% ../nbs/02_meta.ipynb #ceb3d953
+# %% ../nbs/02_meta.ipynb #cb6b4657
 def meta_loss(model: nn.Module, params: dict, buffers: dict,
               train_batches: list,     # [(x_i, w_i)] one batch per task
               val_batches: list,       # [x_v] the validation batch of each task, from the other tasks
@@ -175,7 +175,7 @@ def meta_loss(model: nn.Module, params: dict, buffers: dict,
     L = torch.stack([d + lam * s for d, s in zip(data_terms, sq_norms)]).mean()  # Eq. 9, aggregated over tasks
     return L, Sigma, lam, tr, va
 
-# %% ../nbs/02_meta.ipynb #ad64dc0f
+# %% ../nbs/02_meta.ipynb #39dedca6
 @dataclass
 class CoMetConfig:
     "Hyper-parameters of CoMet; the Table 5 switches `use_meta`, `scl_data`, `scl_model`."
@@ -240,7 +240,7 @@ def resolve_device(device: str) -> torch.device:
         raise ValueError(f"device {device!r} was asked for, but this machine has no CUDA GPU (torch.cuda.is_available() is False); use device='cpu' or 'auto'.")
     return d
 
-# %% ../nbs/02_meta.ipynb #aaeed774
+# %% ../nbs/02_meta.ipynb #ba402ff7
 class Callback:
     "Hooks into `CoMet.fit`; override what you need."
     def before_fit(self, trainer): pass
@@ -256,6 +256,12 @@ class ProgressBar(Callback):
     def after_epoch(self, trainer, record):
         self.bar.update(1); self.bar.set_postfix(loss=f"{record['loss']:.4g}", lam=f"{record['lam']:.3g}", flagged=record["n_flagged"])
     def after_fit(self, trainer): self.bar.close()
+
+class SaveCheckpoint(Callback):
+    "Save the trainer atomically to `path` every `every` epochs: after a crash or a NaN stop the file holds the last good epoch."
+    def __init__(self, path, every: int = 1): self.path, self.every = Path(path), every
+    def after_epoch(self, trainer, record):
+        if (record["epoch"] + 1) % self.every == 0: trainer.save(self.path)
 
 class LivePlot(Callback):
     "Redraws the loss, λ(Σ) with det Σ, and the number of down-weighted samples after every `every` epochs (in a notebook)."
@@ -276,7 +282,7 @@ class LivePlot(Callback):
         self.fig.tight_layout()
         if self.handle is not None: self.handle.update(self.fig)
 
-# %% ../nbs/02_meta.ipynb #f7206df7
+# %% ../nbs/02_meta.ipynb #6e6da8d8
 class CoMet:
     "Train any model of the protocol with Confident Meta-learning (or, by config, its ablations and the baseline)."
     def __init__(self, model: nn.Module, cfg: CoMetConfig | None = None, callbacks=()):
@@ -411,7 +417,7 @@ class CoMet:
         if self.cfg.validate_on == "complement": return other
         return other[torch.randperm(len(other), generator=self.gen)[:size]]
 
-# %% ../nbs/02_meta.ipynb #c7d43669
+# %% ../nbs/02_meta.ipynb #c7039d84
 def atomic_save(obj, path) -> Path:
     "`torch.save(obj)` to `path` atomically: write a temporary file beside it, fsync, rename."
     path = Path(path)
@@ -445,7 +451,7 @@ def _set_rng_state(state: dict, device):
     if "python" in state:
         py = state["python"]; random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
 
-# %% ../nbs/02_meta.ipynb #56764246
+# %% ../nbs/02_meta.ipynb #6c376064
 @patch
 def state_dict(self: CoMet) -> dict:
     "Everything needed to resume exactly: model, optimiser, epoch, λ, history, config and all RNG states."
