@@ -9,7 +9,7 @@ __all__ = ['WRN50_TAG', 'IMAGENET_MEAN', 'IMAGENET_STD', 'default_device', 'Rand
            'alexnet_features', 'code_hash', 'FeatureExtractor', 'AlexNetMultiScale', 'WideResNetPatches',
            'rotation_angles', 'apply_views', 'feature_key', 'FeatureSet', 'extract_features']
 
-# %% ../nbs/12_features.ipynb #a1052618
+# %% ../nbs/12_features.ipynb #eff42dda
 import functools
 import hashlib
 import inspect
@@ -30,19 +30,12 @@ from torch import nn
 from tqdm.auto import tqdm
 import comet_nb
 from .demo import cache_dir
+from .meta import resolve_device
 
-# %% ../nbs/12_features.ipynb #12e3f021
+# %% ../nbs/12_features.ipynb #457b6a2f
 def default_device(device=None) -> torch.device:
-    "`device` if given, else CUDA, else MPS, else CPU; asking for an absent CUDA/MPS device is a clear error."
-    if device is None or device == "auto":
-        if torch.cuda.is_available(): return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
-        return torch.device("cpu")
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available(): raise ValueError(f"device {device!r} was asked for, but this machine has no CUDA GPU; use 'cpu' or 'auto'.")
-    if d.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} was asked for, but MPS is not available here; use 'cpu' or 'auto'.")
-    return d
+    "`device` if given, else CUDA, else MPS, else CPU (the trainer's `resolve_device`)."
+    return resolve_device(device)
 
 class RandomWeightsWarning(UserWarning):
     "Features from a randomly initialised backbone: not comparable to the paper's results."
@@ -101,7 +94,7 @@ def alexnet_features(pretrained=True) -> nn.Module:
         except Exception as e: raise ValueError(f"{pretrained} is not an AlexNet weight file torchvision can load: {type(e).__name__}: {str(e)[:200]}") from None
     return m.features
 
-# %% ../nbs/12_features.ipynb #05295652
+# %% ../nbs/12_features.ipynb #0e7fcca5
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def code_hash(obj) -> str:
@@ -155,7 +148,7 @@ class WideResNetPatches(FeatureExtractor):
         q = F.adaptive_avg_pool1d(torch.cat(per_layer, -1), self.dim)                                       # both layers → dim
         return q.reshape(B, h, w, self.dim).permute(0, 3, 1, 2).contiguous()
 
-# %% ../nbs/12_features.ipynb #f2b3a42f
+# %% ../nbs/12_features.ipynb #65fd4398
 def rotation_angles(key: str, n_views: int, seed: int = 0) -> list:
     "The fixed rotation angles (degrees) of an image's views: 360·(v + u)/V, phase u from (seed, key)."
     if n_views == 1: return [0.0]
@@ -166,7 +159,7 @@ def apply_views(x: torch.Tensor, angles_per_image: list) -> torch.Tensor:
     "(B, 3, H, W) images and B lists of V angles → (B, V, 3, H, W) rotated views."
     return torch.stack([torch.stack([TF.rotate(img, a, interpolation=TF.InterpolationMode.BILINEAR) for a in angles]) for img, angles in zip(x, angles_per_image)])
 
-# %% ../nbs/12_features.ipynb #27680cff
+# %% ../nbs/12_features.ipynb #06559cae
 def feature_key(dataset, extractor: FeatureExtractor, n_views: int = 1, view_seed: int = 0) -> str:
     "The cache key: extractor spec (with code and library versions), views, the dataset's class, resize and crop, and every image file's path and content hash."
     from comet_nb import data as _data

@@ -9,7 +9,7 @@ __all__ = ['ABLATIONS', 'ADModel', 'trainable_params', 'check_model', 'score_all
            'mode_dependent', 'TrainingDiverged', 'inner_step', 'meta_loss', 'CoMetConfig', 'resolve_device', 'Callback',
            'ProgressBar', 'SaveCheckpoint', 'LivePlot', 'CoMet', 'atomic_save', 'load_checkpoint']
 
-# %% ../nbs/02_meta.ipynb #65e839d5
+# %% ../nbs/02_meta.ipynb #12b1189a
 import math
 import os
 import random
@@ -26,7 +26,7 @@ import comet_nb
 from .scl import iqr_threshold, score_origin, weights_at, weighted_data_loss
 from .uncertainty import loss_covariance, det_sigma, adaptive_lambda, l2_penalty, scl_loss
 
-# %% ../nbs/02_meta.ipynb #2a8790eb
+# %% ../nbs/02_meta.ipynb #67e81b7f
 class ADModel(nn.Module):
     "Base class for CoMet models: `forward(x) -> (losses (B,), scores (B,))`; optional `score`, `anomaly_map`, `make_optimizer`."
     def forward(self, x):
@@ -79,7 +79,7 @@ def score_all(model: nn.Module, data, batch_size: int = 256, device=None) -> tor
     finally: model.train(was)
     return torch.cat(out)
 
-# %% ../nbs/02_meta.ipynb #8d886d7f
+# %% ../nbs/02_meta.ipynb #c7c4d4b1
 def _len(data) -> int:
     try: return len(data)
     except TypeError: raise ValueError(f"training data must be a tensor (N, ...) or a Dataset with __len__; got {type(data).__name__}.") from None
@@ -98,7 +98,7 @@ def _item(it) -> torch.Tensor:
         it = it["image"]
     return it if isinstance(it, torch.Tensor) else torch.as_tensor(np.asarray(it))
 
-# %% ../nbs/02_meta.ipynb #4b2fd9c0
+# %% ../nbs/02_meta.ipynb #b1da10c0
 def split_tasks(n: int,                  # training samples N
                 n_tasks: int,            # tasks n
                 generator: torch.Generator | None = None
@@ -116,7 +116,7 @@ def task_batches(tasks: list[torch.Tensor], batch_size: int) -> list[list[torch.
     per_task = [t.tensor_split(n_rounds) for t in tasks]
     return [[b[r] for b in per_task] for r in range(n_rounds)]
 
-# %% ../nbs/02_meta.ipynb #d479fe45
+# %% ../nbs/02_meta.ipynb #bbc73333
 _MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 def mode_dependent(model: nn.Module) -> bool:
@@ -147,7 +147,7 @@ def inner_step(model: nn.Module,
     grads = torch.autograd.grad(L, list(params.values()), create_graph=not first_order)
     return {k: p - alpha * g for (k, p), g in zip(params.items(), grads)}, losses
 
-# %% ../nbs/02_meta.ipynb #cb6b4657
+# %% ../nbs/02_meta.ipynb #96dff08d
 def meta_loss(model: nn.Module, params: dict, buffers: dict,
               train_batches: list,     # [(x_i, w_i)] one batch per task
               val_batches: list,       # [x_v] the validation batch of each task, from the other tasks
@@ -175,7 +175,7 @@ def meta_loss(model: nn.Module, params: dict, buffers: dict,
     L = torch.stack([d + lam * s for d, s in zip(data_terms, sq_norms)]).mean()  # Eq. 9, aggregated over tasks
     return L, Sigma, lam, tr, va
 
-# %% ../nbs/02_meta.ipynb #39dedca6
+# %% ../nbs/02_meta.ipynb #c8d726d5
 @dataclass
 class CoMetConfig:
     "Hyper-parameters of CoMet; the Table 5 switches `use_meta`, `scl_data`, `scl_model`."
@@ -231,16 +231,18 @@ def _seed_everything(seed: int):
     "Seed torch (all devices), numpy and Python's `random` — the generators a model's forward pass may draw from."
     torch.manual_seed(seed); np.random.seed(seed % 2 ** 32); random.seed(seed)
 
-def resolve_device(device: str) -> torch.device:
-    "'auto' → CUDA when available, else CPU; a CUDA device on a machine without one is a clear error."
-    if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(device=None) -> torch.device:
+    "'auto' (or None) → CUDA, else Apple's MPS, else CPU; asking for an absent CUDA or MPS device is a clear error."
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device is None or device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     try: d = torch.device(device)
-    except (RuntimeError, TypeError): raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'.") from None
+    except (RuntimeError, TypeError): raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.") from None
     if d.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for, but this machine has no CUDA GPU (torch.cuda.is_available() is False); use device='cpu' or 'auto'.")
+    if d.type == "mps" and not mps: raise ValueError(f"device {device!r} was asked for, but MPS is not available here; use 'cpu' or 'auto'.")
     return d
 
-# %% ../nbs/02_meta.ipynb #ba402ff7
+# %% ../nbs/02_meta.ipynb #facf4462
 class Callback:
     "Hooks into `CoMet.fit`; override what you need."
     def before_fit(self, trainer): pass
@@ -282,7 +284,7 @@ class LivePlot(Callback):
         self.fig.tight_layout()
         if self.handle is not None: self.handle.update(self.fig)
 
-# %% ../nbs/02_meta.ipynb #6e6da8d8
+# %% ../nbs/02_meta.ipynb #c056582f
 class CoMet:
     "Train any model of the protocol with Confident Meta-learning (or, by config, its ablations and the baseline)."
     def __init__(self, model: nn.Module, cfg: CoMetConfig | None = None, callbacks=()):
@@ -417,7 +419,7 @@ class CoMet:
         if self.cfg.validate_on == "complement": return other
         return other[torch.randperm(len(other), generator=self.gen)[:size]]
 
-# %% ../nbs/02_meta.ipynb #c7039d84
+# %% ../nbs/02_meta.ipynb #bcdcf524
 def atomic_save(obj, path) -> Path:
     "`torch.save(obj)` to `path` atomically: write a temporary file beside it, fsync, rename."
     path = Path(path)
@@ -451,7 +453,7 @@ def _set_rng_state(state: dict, device):
     if "python" in state:
         py = state["python"]; random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
 
-# %% ../nbs/02_meta.ipynb #6c376064
+# %% ../nbs/02_meta.ipynb #cd565311
 @patch
 def state_dict(self: CoMet) -> dict:
     "Everything needed to resume exactly: model, optimiser, epoch, λ, history, config and all RNG states."
