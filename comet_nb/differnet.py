@@ -8,7 +8,7 @@ Docs: https://comet-nb.github.io/comet_nb/differnet.html.md"""
 __all__ = ['DIFFERNET_REFERENCE', 'DIFFERNET_SMALL', 'soft_clamp', 'CouplingBlock', 'Flow', 'DifferNet', 'lambda0_for',
            'gradient_maps', 'differnet_features', 'hanley_mcneil_se']
 
-# %% ../nbs/20_differnet.ipynb #e598d133
+# %% ../nbs/20_differnet.ipynb #4db0e5b4
 import math
 import warnings
 import torch
@@ -19,7 +19,7 @@ from .meta import ADModel, CoMet, CoMetConfig
 from .data import ADDataset, Split
 from .features import AlexNetMultiScale, extract_features
 
-# %% ../nbs/20_differnet.ipynb #8a598c68
+# %% ../nbs/20_differnet.ipynb #2b3d5a80
 def soft_clamp(s: torch.Tensor, clamp: float = 3.0) -> torch.Tensor:
     "(2c/π)·atan(s/c): slope 2/π at 0, bounded by ±c (the reference's c·0.636·atan(s/c))."
     return clamp * (2 / math.pi) * torch.atan(s / clamp)
@@ -65,7 +65,7 @@ class Flow(nn.Module):
         for b in reversed(self.blocks): z = b.inverse(z)
         return z
 
-# %% ../nbs/20_differnet.ipynb #63aab8db
+# %% ../nbs/20_differnet.ipynb #bc2564d0
 DIFFERNET_REFERENCE = dict(image_size=448, n_scales=3, n_blocks=8, hidden=2048, clamp=3.0, train_views=4, test_views=64,
                            lr=2e-4, epochs=180, batch_size=192)
 DIFFERNET_SMALL = dict(image_size=256, n_scales=3, n_blocks=4, hidden=256, clamp=3.0, train_views=4, test_views=8,
@@ -96,7 +96,7 @@ class DifferNet(ADModel):
     def from_preset(cls, preset: dict, dim: int = 768, seed: int = 0):
         return cls(dim, preset["n_blocks"], preset["hidden"], preset["clamp"], seed)
 
-# %% ../nbs/20_differnet.ipynb #b0e2e704
+# %% ../nbs/20_differnet.ipynb #7c619368
 def lambda0_for(model: nn.Module, train_features: torch.Tensor, fraction: float = 0.01, n: int = 64) -> float:
     "λ0 such that λ0·‖θ‖² is `fraction` of |data loss| at initialisation, measured on (up to n) training samples."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -105,10 +105,10 @@ def lambda0_for(model: nn.Module, train_features: torch.Tensor, fraction: float 
         sq = sum(p.pow(2).sum().item() for p in params)
     return fraction * max(data, 1e-3) / sq
 
-# %% ../nbs/20_differnet.ipynb #33be12dc
+# %% ../nbs/20_differnet.ipynb #0699d54f
 def gradient_maps(model: DifferNet, extractor: AlexNetMultiScale, images: torch.Tensor, sigma: float = 4.0, n_views: int = 1) -> torch.Tensor:
     "DifferNet's localisation: |∂score/∂pixel| (channel L2 norm), averaged over `n_views` rotations, Gaussian-smoothed: (B, 3, H, W) → (B, H, W)."
-    model.eval(); dev = next(model.parameters()).device
+    was = model.training; model.eval(); extractor.eval(); dev = next(model.parameters()).device
     x = images.to(dev).clone().requires_grad_(True)
     maps = torch.zeros(x.shape[0], *x.shape[-2:], device=dev)
     for v in range(n_views):
@@ -117,6 +117,7 @@ def gradient_maps(model: DifferNet, extractor: AlexNetMultiScale, images: torch.
         score = _score_with_grad(model, extractor(xv))
         g, = torch.autograd.grad(score.sum(), x)
         maps += g.norm(dim=1)
+    model.train(was)
     maps = maps / n_views
     k = int(2 * round(3 * sigma) + 1)
     return TF.gaussian_blur(maps[:, None], [k, k], [sigma, sigma])[:, 0].detach()
@@ -125,7 +126,7 @@ def _score_with_grad(model: DifferNet, u: torch.Tensor) -> torch.Tensor:
     z, _ = model.flow(u.float())
     return 0.5 * z.pow(2).sum(1) / model.dim
 
-# %% ../nbs/20_differnet.ipynb #9e9a778d
+# %% ../nbs/20_differnet.ipynb #d193ae1e
 def differnet_features(split: Split, preset: dict = DIFFERNET_SMALL, pretrained=False, cache=True, device=None, progress: bool = False):
     "Cached DifferNet features of a split: (train (N, V, D), test (M, V_test, D), test labels (M,), the extractor)."
     ext = AlexNetMultiScale(preset["image_size"], pretrained=pretrained, n_scales=preset["n_scales"])
@@ -135,6 +136,6 @@ def differnet_features(split: Split, preset: dict = DIFFERNET_SMALL, pretrained=
     return train, test, torch.tensor([r.label for r in split.test]), ext
 
 def hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
-    "Standard error of an AUROC (Hanley & McNeil, 1982)."
+    "Standard error of an AUROC (Hanley & McNeil, 1982); n_pos = anomalous (positive) samples, n_neg = nominal ones."
     q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
     return math.sqrt((auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg))

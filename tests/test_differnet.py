@@ -43,3 +43,17 @@ def test_differnet_trains_with_comet_and_resumes(tmp_path):
 def test_wrong_feature_size():
     with pytest.raises(ValueError, match="expects 16-d features, got 8"):
         DifferNet(16, 2, 8)(torch.randn(2, 8))
+
+
+def test_gradient_maps_shape_mode_and_no_parameter_grads():
+    import warnings
+    from comet_nb.differnet import gradient_maps
+    from comet_nb.features import AlexNetMultiScale, RandomWeightsWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        ext = AlexNetMultiScale(image_size=128, pretrained=False, n_scales=2)
+    m = DifferNet(512, 2, 16).train()
+    maps = gradient_maps(m, ext, torch.rand(2, 3, 40, 48), sigma=1.0, n_views=2)
+    assert maps.shape == (2, 40, 48) and torch.isfinite(maps).all() and (maps >= 0).all()
+    assert m.training                                                      # the caller's mode is restored
+    assert all(p.grad is None for p in m.parameters())
