@@ -8,7 +8,7 @@ Docs: https://comet-nb.github.io/comet_nb/differnet.html.md"""
 __all__ = ['DIFFERNET_REFERENCE', 'DIFFERNET_SMALL', 'soft_clamp', 'CouplingBlock', 'Flow', 'DifferNet', 'lambda0_for',
            'gradient_maps', 'differnet_features', 'hanley_mcneil_se']
 
-# %% ../nbs/20_differnet.ipynb #4db0e5b4
+# %% ../nbs/20_differnet.ipynb #ef4c79f3
 import math
 import warnings
 import torch
@@ -19,7 +19,7 @@ from .meta import ADModel, CoMet, CoMetConfig
 from .data import ADDataset, Split
 from .features import AlexNetMultiScale, extract_features
 
-# %% ../nbs/20_differnet.ipynb #2b3d5a80
+# %% ../nbs/20_differnet.ipynb #6577e512
 def soft_clamp(s: torch.Tensor, clamp: float = 3.0) -> torch.Tensor:
     "(2c/π)·atan(s/c): slope 2/π at 0, bounded by ±c (the reference's c·0.636·atan(s/c))."
     return clamp * (2 / math.pi) * torch.atan(s / clamp)
@@ -65,20 +65,25 @@ class Flow(nn.Module):
         for b in reversed(self.blocks): z = b.inverse(z)
         return z
 
-# %% ../nbs/20_differnet.ipynb #bc2564d0
+# %% ../nbs/20_differnet.ipynb #14e7e6e5
 DIFFERNET_REFERENCE = dict(image_size=448, n_scales=3, n_blocks=8, hidden=2048, clamp=3.0, train_views=4, test_views=64,
                            lr=2e-4, epochs=180, batch_size=192)
 DIFFERNET_SMALL = dict(image_size=256, n_scales=3, n_blocks=4, hidden=256, clamp=3.0, train_views=4, test_views=8,
-                       lr=1e-3, epochs=20, batch_size=16)
+                       lr=2e-4, epochs=60, batch_size=16)
 
 class DifferNet(ADModel):
     "A normalizing flow on (B, V, D) multi-scale features: per-sample loss (Eq. 11) and score (Eq. 12), averaged over views."
     def __init__(self, dim: int = 768, n_blocks: int = 8, hidden: int = 2048, clamp: float = 3.0, seed: int = 0):
         super().__init__()
         self.dim, self.flow = dim, Flow(dim, n_blocks, hidden, clamp, seed)
+        self.register_buffer("input_scale", torch.tensor(1.0))
+
+    def set_input_scale(self, train_features: torch.Tensor):
+        "Scale inputs by one fixed number, 1/std of the training features (random-weight features are ~100× smaller than ImageNet ones)."
+        self.input_scale.fill_(1 / train_features.float().std().clamp(min=1e-12).item()); return self
 
     def forward(self, u):                                    # u: (B, V, D) or (B, D) cached features (float16 is fine)
-        u = u.float()
+        u = u.float() * self.input_scale                     # a constant: shifts the NLL by a constant, ranks nothing differently
         if u.ndim == 2: u = u[:, None]
         B, V, D = u.shape
         if D != self.dim: raise ValueError(f"DifferNet expects {self.dim}-d features, got {D} (features from another extractor?).")
@@ -96,7 +101,7 @@ class DifferNet(ADModel):
     def from_preset(cls, preset: dict, dim: int = 768, seed: int = 0):
         return cls(dim, preset["n_blocks"], preset["hidden"], preset["clamp"], seed)
 
-# %% ../nbs/20_differnet.ipynb #7c619368
+# %% ../nbs/20_differnet.ipynb #cea0b68b
 def lambda0_for(model: nn.Module, train_features: torch.Tensor, fraction: float = 0.01, n: int = 64) -> float:
     "λ0 such that λ0·‖θ‖² is `fraction` of |data loss| at initialisation, measured on (up to n) training samples."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -105,7 +110,7 @@ def lambda0_for(model: nn.Module, train_features: torch.Tensor, fraction: float 
         sq = sum(p.pow(2).sum().item() for p in params)
     return fraction * max(data, 1e-3) / sq
 
-# %% ../nbs/20_differnet.ipynb #0699d54f
+# %% ../nbs/20_differnet.ipynb #b76d58d7
 def gradient_maps(model: DifferNet, extractor: AlexNetMultiScale, images: torch.Tensor, sigma: float = 4.0, n_views: int = 1) -> torch.Tensor:
     "DifferNet's localisation: |∂score/∂pixel| (channel L2 norm), averaged over `n_views` rotations, Gaussian-smoothed: (B, 3, H, W) → (B, H, W)."
     was = model.training; model.eval(); extractor.eval(); dev = next(model.parameters()).device
@@ -126,7 +131,7 @@ def _score_with_grad(model: DifferNet, u: torch.Tensor) -> torch.Tensor:
     z, _ = model.flow(u.float())
     return 0.5 * z.pow(2).sum(1) / model.dim
 
-# %% ../nbs/20_differnet.ipynb #d193ae1e
+# %% ../nbs/20_differnet.ipynb #4addfc82
 def differnet_features(split: Split, preset: dict = DIFFERNET_SMALL, pretrained=False, cache=True, device=None, progress: bool = False):
     "Cached DifferNet features of a split: (train (N, V, D), test (M, V_test, D), test labels (M,), the extractor)."
     ext = AlexNetMultiScale(preset["image_size"], pretrained=pretrained, n_scales=preset["n_scales"])
