@@ -9,7 +9,7 @@ __all__ = ['ABLATIONS', 'ADModel', 'trainable_params', 'check_model', 'score_all
            'mode_dependent', 'TrainingDiverged', 'inner_step', 'meta_loss', 'CoMetConfig', 'resolve_device', 'Callback',
            'ProgressBar', 'SaveCheckpoint', 'LivePlot', 'CoMet', 'atomic_save', 'load_checkpoint']
 
-# %% ../nbs/02_meta.ipynb #12b1189a
+# %% ../nbs/02_meta.ipynb #c46e68d4
 import math
 import os
 import random
@@ -24,9 +24,9 @@ from torch import nn
 from torch.func import functional_call
 import comet_nb
 from .scl import iqr_threshold, score_origin, weights_at, weighted_data_loss
-from .uncertainty import loss_covariance, det_sigma, adaptive_lambda, l2_penalty, scl_loss
+from .uncertainty import loss_covariance, det_sigma, adaptive_lambda, l2_penalty, scl_loss, _check_nonneg
 
-# %% ../nbs/02_meta.ipynb #67e81b7f
+# %% ../nbs/02_meta.ipynb #79ba82be
 class ADModel(nn.Module):
     "Base class for CoMet models: `forward(x) -> (losses (B,), scores (B,))`; optional `score`, `anomaly_map`, `make_optimizer`."
     def forward(self, x):
@@ -67,19 +67,19 @@ def check_model(model, x_example: torch.Tensor):
         raise ValueError(f"{type(model).__name__}.forward(x) returned losses that do not depend on the trainable parameters "
                          "(no gradient): return them without torch.no_grad() or .detach().")
 
-def score_all(model: nn.Module, data, batch_size: int = 256, device=None) -> torch.Tensor:
-    "Anomaly scores a_θ(x_i) of a whole dataset (tensor or Dataset) in eval mode without gradients: (N,) on the CPU."
+def score_all(model: nn.Module, data, batch_size: int = 256, device=None, fn=None) -> torch.Tensor:
+    "Anomaly scores a_θ(x_i) of a whole dataset (tensor or Dataset) in eval mode without gradients: (N,) on the CPU. `fn(x)` replaces the forward's scores (e.g. a model's own `score`)."
     was = model.training; model.eval()
     n = _len(data); out = []
     try:
         with torch.no_grad():
             for s in range(0, n, batch_size):
                 x = _take(data, torch.arange(s, min(n, s + batch_size)), device)
-                out.append(_check_output(model, model(x), len(x))[1].float().cpu())
+                out.append((fn(x) if fn is not None else _check_output(model, model(x), len(x))[1]).float().cpu())
     finally: model.train(was)
     return torch.cat(out)
 
-# %% ../nbs/02_meta.ipynb #c7c4d4b1
+# %% ../nbs/02_meta.ipynb #4e118a73
 def _len(data) -> int:
     try: return len(data)
     except TypeError: raise ValueError(f"training data must be a tensor (N, ...) or a Dataset with __len__; got {type(data).__name__}.") from None
@@ -98,7 +98,7 @@ def _item(it) -> torch.Tensor:
         it = it["image"]
     return it if isinstance(it, torch.Tensor) else torch.as_tensor(np.asarray(it))
 
-# %% ../nbs/02_meta.ipynb #b1da10c0
+# %% ../nbs/02_meta.ipynb #9aeab2e0
 def split_tasks(n: int,                  # training samples N
                 n_tasks: int,            # tasks n
                 generator: torch.Generator | None = None
@@ -116,7 +116,7 @@ def task_batches(tasks: list[torch.Tensor], batch_size: int) -> list[list[torch.
     per_task = [t.tensor_split(n_rounds) for t in tasks]
     return [[b[r] for b in per_task] for r in range(n_rounds)]
 
-# %% ../nbs/02_meta.ipynb #bbc73333
+# %% ../nbs/02_meta.ipynb #6c8c8d6a
 _MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 def mode_dependent(model: nn.Module) -> bool:
@@ -147,7 +147,7 @@ def inner_step(model: nn.Module,
     grads = torch.autograd.grad(L, list(params.values()), create_graph=not first_order)
     return {k: p - alpha * g for (k, p), g in zip(params.items(), grads)}, losses
 
-# %% ../nbs/02_meta.ipynb #96dff08d
+# %% ../nbs/02_meta.ipynb #cd95849b
 def meta_loss(model: nn.Module, params: dict, buffers: dict,
               train_batches: list,     # [(x_i, w_i)] one batch per task
               val_batches: list,       # [x_v] the validation batch of each task, from the other tasks
@@ -156,12 +156,13 @@ def meta_loss(model: nn.Module, params: dict, buffers: dict,
               cfg):
     "Eq. 7–9 for one round: (mean meta-loss with graph to θ, Σ' (2, 2), λ(Σ'), train losses (n,), val losses (n,))."
     data_terms, sq_norms, tr_pairs, val_pairs, score_sums = [], [], [], [], []
+    eval_scores = cfg.scl_data and mode_dependent(model)                        # decided once per round, not per task
     for (x, w), xv in zip(train_batches, val_batches):
         theta_p, losses = inner_step(model, params, buffers, x, w, lam_prev, cfg.alpha, cfg.first_order)   # Eq. 7
         tr_pairs.append(weighted_data_loss(losses, w).detach())                 # L_train of task i, at θ
         scratch = {k: b.clone() for k, b in buffers.items()}                    # val BN statistics are thrown away
         lv, sv = _check_output(model, functional_call(model, (theta_p, scratch), (xv,)), len(xv))
-        if cfg.scl_data and mode_dependent(model): sv = _eval_scores(model, theta_p, scratch, xv)   # like the whole-set scores
+        if eval_scores: sv = _eval_scores(model, theta_p, scratch, xv)           # like the whole-set scores
         wv = weights_at(sv, t, origin) if cfg.scl_data else torch.ones_like(lv)  # w from θ' (Eq. 9)
         score_sums.append(sv.detach().sum())
         dv = weighted_data_loss(lv, wv)
@@ -175,7 +176,7 @@ def meta_loss(model: nn.Module, params: dict, buffers: dict,
     L = torch.stack([d + lam * s for d, s in zip(data_terms, sq_norms)]).mean()  # Eq. 9, aggregated over tasks
     return L, Sigma, lam, tr, va
 
-# %% ../nbs/02_meta.ipynb #c8d726d5
+# %% ../nbs/02_meta.ipynb #775db0f8
 @dataclass
 class CoMetConfig:
     "Hyper-parameters of CoMet; the Table 5 switches `use_meta`, `scl_data`, `scl_model`."
@@ -196,9 +197,7 @@ class CoMetConfig:
     device: str = "cpu"          # 'cpu', 'cuda', 'cuda:N' or 'auto'
 
     def __post_init__(self):
-        for f in ("kappa", "gamma", "lambda0"):
-            v = getattr(self, f)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0: raise ValueError(f"{f} must be a finite number >= 0; got {v!r}.")
+        for f in ("kappa", "gamma", "lambda0"): _check_nonneg(getattr(self, f), f, f"{f} of Eq. 2/5")
         for f in ("alpha", "beta"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0: raise ValueError(f"{f} (a learning rate) must be a finite number > 0; got {v!r}.")
@@ -242,7 +241,7 @@ def resolve_device(device=None) -> torch.device:
     if d.type == "mps" and not mps: raise ValueError(f"device {device!r} was asked for, but MPS is not available here; use 'cpu' or 'auto'.")
     return d
 
-# %% ../nbs/02_meta.ipynb #facf4462
+# %% ../nbs/02_meta.ipynb #27ef875d
 class Callback:
     "Hooks into `CoMet.fit`; override what you need."
     def before_fit(self, trainer): pass
@@ -267,12 +266,12 @@ class SaveCheckpoint(Callback):
 
 class LivePlot(Callback):
     "Redraws the loss, λ(Σ) with det Σ, and the number of down-weighted samples after every `every` epochs (in a notebook)."
-    def __init__(self, every: int = 1): self.every = every
+    def __init__(self, every: int = 1, show: bool = True): self.every, self.show = every, show
     def before_fit(self, trainer):
         import matplotlib.pyplot as plt
         from IPython.display import display
         self.fig, self.axes = plt.subplots(1, 3, figsize=(10, 2.6)); plt.close(self.fig)
-        self.handle = display(self.fig, display_id=True)
+        self.handle = display(self.fig, display_id=True) if self.show else None
     def after_epoch(self, trainer, record):
         if record["epoch"] % self.every: return
         h = trainer.history; e = [r["epoch"] for r in h]
@@ -284,7 +283,7 @@ class LivePlot(Callback):
         self.fig.tight_layout()
         if self.handle is not None: self.handle.update(self.fig)
 
-# %% ../nbs/02_meta.ipynb #c056582f
+# %% ../nbs/02_meta.ipynb #2b4e109b
 class CoMet:
     "Train any model of the protocol with Confident Meta-learning (or, by config, its ablations and the baseline)."
     def __init__(self, model: nn.Module, cfg: CoMetConfig | None = None, callbacks=()):
@@ -337,14 +336,8 @@ class CoMet:
     def scores(self, data, batch_size: int | None = None) -> torch.Tensor:
         "Inference scores of `data` under the current θ: the model's `score(x)` if it has one, else its eval-mode forward's. (N,) on the CPU."
         fn = getattr(self.model, "score", None)
-        if fn is None: return score_all(self.model, data, batch_size or self.cfg.batch_size, self.device)
-        n, bs, out = _len(data), batch_size or self.cfg.batch_size, []
-        was = self.model.training; self.model.eval()
-        try:
-            with torch.no_grad():
-                for s in range(0, n, bs): out.append(fn(_take(data, torch.arange(s, min(n, s + bs)), self.device)).float().cpu())
-        finally: self.model.train(was)
-        return torch.cat(out)
+        if isinstance(self.model, ADModel) and type(self.model).score is ADModel.score: fn = None   # the default is the forward's scores
+        return score_all(self.model, data, batch_size or self.cfg.batch_size, self.device, fn)
 
     @property
     def weights(self) -> torch.Tensor:
@@ -379,10 +372,11 @@ class CoMet:
         a = score_all(self.model, data, max(cfg.batch_size, 256), dev)        # a_θ(x_i) of the whole set, (N,)
         if not bool(torch.isfinite(a).all()): self._fail(f"{int((~torch.isfinite(a)).sum())} anomaly scores of the training set are NaN/inf.")
         t = iqr_threshold(a, cfg.kappa); o = score_origin(a)                  # Eq. 2 and the origin, whole set
-        w_all = weights_at(a, t, o) if cfg.scl_data else torch.ones_like(a)   # Eq. 1, by dataset index
+        w_scl = weights_at(a, t, o)                                           # Eq. 1, by dataset index
+        w_all = w_scl if cfg.scl_data else torch.ones_like(a)                 # (recorded either way, used only with scl_data)
         buffers = dict(self.model.named_buffers())
         self.model.train()
-        rec = dict(epoch=self.epoch, t=t.item(), origin=o.item(), n_flagged=int((weights_at(a, t, o) < 1).sum()))
+        rec = dict(epoch=self.epoch, t=t.item(), origin=o.item(), n_flagged=int((w_scl < 1).sum()))
         losses, trs, vas, lams, dets, steps = [], [], [], [], [], 0
         if cfg.use_meta:
             tasks = split_tasks(n, cfg.n_tasks, self.gen)
@@ -419,7 +413,7 @@ class CoMet:
         if self.cfg.validate_on == "complement": return other
         return other[torch.randperm(len(other), generator=self.gen)[:size]]
 
-# %% ../nbs/02_meta.ipynb #bcdcf524
+# %% ../nbs/02_meta.ipynb #af4de147
 def atomic_save(obj, path) -> Path:
     "`torch.save(obj)` to `path` atomically: write a temporary file beside it, fsync, rename."
     path = Path(path)
@@ -453,7 +447,7 @@ def _set_rng_state(state: dict, device):
     if "python" in state:
         py = state["python"]; random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
 
-# %% ../nbs/02_meta.ipynb #cd565311
+# %% ../nbs/02_meta.ipynb #3f9e82d8
 @patch
 def state_dict(self: CoMet) -> dict:
     "Everything needed to resume exactly: model, optimiser, epoch, λ, history, config and all RNG states."

@@ -7,12 +7,12 @@ Docs: https://comet-nb.github.io/comet_nb/scl.html.md"""
 # %% auto #0
 __all__ = ['demo_scores', 'iqr_threshold', 'confidence_weights', 'score_origin', 'weights_at', 'weighted_data_loss']
 
-# %% ../nbs/00_scl.ipynb #5bd3bf75
+# %% ../nbs/00_scl.ipynb #cb1e8e60
 import math
 import numpy as np
 import torch
 
-# %% ../nbs/00_scl.ipynb #ef685be8
+# %% ../nbs/00_scl.ipynb #60630c71
 def demo_scores(n: int = 200,           # training samples in all
                 contamination: float = 0.05, # fraction that are anomalous (unlabelled in training)
                 dim: int = 8,           # latent dimension d
@@ -29,7 +29,7 @@ def demo_scores(n: int = 200,           # training samples in all
     is_bad = torch.arange(n) < n_bad
     return scores[perm], is_bad[perm]
 
-# %% ../nbs/00_scl.ipynb #42f17abd
+# %% ../nbs/00_scl.ipynb #ee6f2972
 def _as_scores(scores, name: str = "scores") -> torch.Tensor:
     "`scores` as a detached, finite, 1-D floating tensor on its own device, or a ValueError that says why not."
     if isinstance(scores, torch.Tensor): s = scores.detach()
@@ -62,26 +62,25 @@ def _check_kappa(kappa) -> float:
         raise ValueError(f"kappa must be a finite number >= 0 (the IQR multiplier of Eq. 2; 1.5 is Tukey's rule); got {kappa!r}.")
     return k
 
-# %% ../nbs/00_scl.ipynb #d1d7b446
+# %% ../nbs/00_scl.ipynb #5b85256e
 def iqr_threshold(scores,             # (N,) anomaly scores a_θ(x_i) of the whole training set
                   kappa: float = 1.5  # κ: how many IQRs above Q3 a score may go before it is down-weighted
                  ) -> torch.Tensor:   # 0-d tensor t, on the scores' device
     "Eq. 2: the IQR outlier threshold t = Q3 + κ(Q3 − Q1) of the training scores."
     a = _as_scores(scores); kappa = _check_kappa(kappa)
-    if a.numel() <= 2**24:              # torch.quantile's size limit
-        q1, q3 = torch.quantile(a, torch.tensor([0.25, 0.75], dtype=a.dtype, device=a.device))
-    else:                                # same linear interpolation, on the host
-        q1, q3 = (torch.as_tensor(q, dtype=a.dtype, device=a.device) for q in np.percentile(a.cpu().numpy(), [25, 75]))
+    q1, q3 = _quantiles(a, (0.25, 0.75))
     t = q3 + kappa * (q3 - q1)
     if not bool(torch.isfinite(t)):
         raise ValueError(f"the IQR threshold overflows {a.dtype} (Q1 = {q1.item():.3g}, Q3 = {q3.item():.3g}, κ = {kappa}): "
                          "rescale the scores, or pass them as float64.")
     return t
 
-def _quartile1(a: torch.Tensor) -> torch.Tensor:
-    return torch.quantile(a, 0.25) if a.numel() <= 2**24 else torch.as_tensor(np.percentile(a.cpu().numpy(), 25), dtype=a.dtype, device=a.device)
+def _quantiles(a: torch.Tensor, qs) -> torch.Tensor:
+    "Linear-interpolation quantiles (torch.quantile's default), on the host past torch.quantile's 2**24-element limit."
+    if a.numel() <= 2**24: return torch.quantile(a, torch.tensor(qs, dtype=a.dtype, device=a.device))
+    return torch.as_tensor(np.percentile(a.cpu().numpy(), [100 * q for q in qs]), dtype=a.dtype, device=a.device)
 
-# %% ../nbs/00_scl.ipynb #39df045c
+# %% ../nbs/00_scl.ipynb #a7a77a9f
 def confidence_weights(scores,             # (N,) anomaly scores a_θ(x_i) of the whole training set
                        kappa: float = 1.5  # κ of Eq. 2
                       ) -> torch.Tensor:   # (N,) weights w_i in (0, 1], on the scores' device
@@ -92,7 +91,7 @@ def confidence_weights(scores,             # (N,) anomaly scores a_θ(x_i) of th
 
 def score_origin(scores) -> torch.Tensor:
     "The origin o = min(0, Q1) from which Eq. 1 measures scores: 0 unless the lower quartile is negative."
-    return _quartile1(_as_scores(scores)).clamp(max=0)
+    return _quantiles(_as_scores(scores), (0.25,))[0].clamp(max=0)
 
 def weights_at(scores: torch.Tensor,  # (B,) scores of any samples, e.g. one batch under adapted parameters θ'
                t,                     # threshold t of Eq. 2, computed on the whole training set
@@ -104,7 +103,7 @@ def weights_at(scores: torch.Tensor,  # (B,) scores of any samples, e.g. one bat
     w = torch.where(above, (t - o) / (a - o), torch.ones_like(a))
     return w.clamp(min=torch.finfo(a.dtype).tiny, max=1.0)   # the floor only acts in the t == o corner
 
-# %% ../nbs/00_scl.ipynb #468798f6
+# %% ../nbs/00_scl.ipynb #3f7f213b
 def weighted_data_loss(losses: torch.Tensor,  # (B,) differentiable per-sample losses L_AD(x_i|θ)
                        weights                # (B,) confidence weights w_i of the same samples
                       ) -> torch.Tensor:      # 0-d: (1/B) Σ_i w_i L_AD(x_i|θ)
