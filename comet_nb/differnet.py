@@ -6,7 +6,7 @@ Docs: https://comet-nb.github.io/comet_nb/differnet.html.md"""
 
 # %% auto #0
 __all__ = ['DIFFERNET_REFERENCE', 'DIFFERNET_SMALL', 'soft_clamp', 'CouplingBlock', 'Flow', 'DifferNet', 'lambda0_for',
-           'gradient_maps', 'differnet_features', 'hanley_mcneil_se']
+           'gradient_maps', 'differnet_features']
 
 # %% ../nbs/20_differnet.ipynb #ef4c79f3
 import math
@@ -18,6 +18,7 @@ from torch import nn
 from .meta import ADModel, CoMet, CoMetConfig
 from .data import ADDataset, Split
 from .features import AlexNetMultiScale, extract_features
+from .metrics import hanley_mcneil_se
 
 # %% ../nbs/20_differnet.ipynb #6577e512
 def soft_clamp(s: torch.Tensor, clamp: float = 3.0) -> torch.Tensor:
@@ -139,8 +140,3 @@ def differnet_features(split: Split, preset: dict = DIFFERNET_SMALL, pretrained=
     train = extract_features(ADDataset(split.train), ext, n_views=preset["train_views"], **kw).features
     test = extract_features(ADDataset(split.test), ext, n_views=preset["test_views"], **kw).features
     return train, test, torch.tensor([r.label for r in split.test]), ext
-
-def hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
-    "Standard error of an AUROC (Hanley & McNeil, 1982); n_pos = anomalous (positive) samples, n_neg = nominal ones."
-    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
-    return math.sqrt((auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg))

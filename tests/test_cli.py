@@ -28,7 +28,7 @@ def test_weights_report_is_reproducible(tmp_path):
     assert r.stdout == run("weights", "--n", "120", "--seed", "3").stdout
 
 
-@pytest.mark.parametrize("args", [[], ["demo"], ["weights"]])
+@pytest.mark.parametrize("args", [[], ["demo"], ["weights"], ["train"], ["eval"], ["sweep"]])
 def test_help(args):
     r = run(*args, "--help")
     assert r.returncode == 0 and "usage: comet-nb" in r.stdout
@@ -46,7 +46,8 @@ def test_version():
     (["weights", "--n", "many"], "invalid int value"),
     (["demo", "--seeds", "0"], "seeds must be >= 1"),
     (["demo", "--epochs", "0"], "epochs must be >= 1"),
-    (["train"], "invalid choice"),
+    (["train"], "the following arguments are required: --out"),
+    (["fly"], "invalid choice"),
     ([], "required"),
 ])
 def test_bad_arguments_exit_2_with_a_message(args, msg):
@@ -59,3 +60,101 @@ def test_package_imports_outside_the_repo(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == comet_nb.__version__
+
+
+# ---- train / eval / sweep on a tiny generated dataset, through the installed command
+
+
+@pytest.fixture(scope="module")
+def mv(tmp_path_factory):
+    from comet_nb.data import write_mvtec_fixture
+    return write_mvtec_fixture(tmp_path_factory.mktemp("data") / "mv", n_train=6)
+
+
+def cli(capsys, *args):
+    "comet-nb in-process (the parsing, messages and exit codes of the console script, without a new interpreter per call)."
+    from comet_nb.cli import main
+    try: rc = main(list(args))
+    except SystemExit as e: rc = e.code
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+
+TINY = ["--model", "simplenet", "--epochs", "2", "--image-size", "32", "--batch-size", "2", "--no-pretrained", "--quiet"]
+
+
+def test_train_eval_end_to_end(mv, tmp_path, capsys):
+    r = cli(capsys, "train", "--data", str(mv), "--category", "widget", "--method", "comet", *TINY, "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    assert "image AUROC" in r.stdout and "Traceback" not in r.stderr
+    import json
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for k in ("i_auroc", "p_auroc", "precision", "recall", "f1", "f1_max", "threshold", "curation", "config", "versions"):
+        assert k in m, k
+    assert 0 <= m["i_auroc"] <= 1 and m["config"]["method"] == "comet"
+    lines = (tmp_path / "run" / "weights.csv").read_text().splitlines()
+    assert lines[0].split(",")[:2] == ["path", "weight"] and len(lines) == 1 + 6
+    r = cli(capsys, "eval", "--checkpoint", str(tmp_path / "run"), "--data", str(mv), "--category", "widget", "--quiet", "--out", str(tmp_path / "ev"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ev" / "scores.csv").is_file()
+    r = cli(capsys, "train", "--data", str(mv), "--category", "widget", *TINY, "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "holds a run already" in r.stderr          # never overwrites silently
+    r = cli(capsys, "train", "--data", str(mv), "--category", "widget", "--method", "comet", *TINY[:2], "--epochs", "3", *TINY[4:],
+            "--resume", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    assert "3 epochs" in r.stdout
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--category", "nope"], "no category 'nope'"),
+    (["--category", "widget", "--noise", "-0.1"], "noise"),
+    (["--category", "widget", "--noise", "0.9"], "defective"),
+    (["--category", "widget", "--epochs", "0"], "epochs"),
+])
+def test_train_bad_arguments(mv, tmp_path, capsys, extra, msg):
+    r = cli(capsys, "train", "--data", str(mv), *TINY[:2], "--no-pretrained", "--quiet", *extra, "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_missing_dataset_and_unwritable_output(tmp_path, capsys):
+    r = cli(capsys, "train", "--data", str(tmp_path / "absent"), "--no-pretrained", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and str(tmp_path / "absent") in r.stderr and "Traceback" not in r.stderr
+    blocker = tmp_path / "file"; blocker.write_text("not a folder")
+    r = cli(capsys, "train", "--data", "demo", "--no-pretrained", "--out", str(blocker / "sub"))
+    assert r.returncode in (1, 2) and "cannot write to the output folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pretrained_offline_says_what_to_do(tmp_path):
+    import os
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+    r = subprocess.run([EXE, "train", "--data", "demo", "--model", "simplenet", "--epochs", "1", "--quiet", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 1 and "--no-pretrained" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_eval_with_a_checkpoint_of_another_kind(tmp_path, capsys):
+    import torch
+    (tmp_path / "run").mkdir(); torch.save({"hello": 1}, tmp_path / "run" / "checkpoint.pt")
+    r = cli(capsys, "eval", "--checkpoint", str(tmp_path / "run"), "--data", "demo")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_sweep_resumes_and_writes_tables(mv, tmp_path, capsys):
+    args = ["sweep", "--data", str(mv), "--categories", "widget", "--models", "simplenet", "--methods", "baseline,no-scl-data",
+            "--noise", "0", "--epochs", "1", "--image-size", "32", "--no-pretrained", "--quiet", "--out", str(tmp_path / "sw")]
+    r = cli(capsys, *args)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "sw" / "results.csv").is_file() and (tmp_path / "sw" / "noise.png").is_file()
+    assert "Table 5" in (tmp_path / "sw" / "tables.md").read_text()
+    first = (tmp_path / "sw" / "results.csv").read_text()
+    kept = tmp_path / "sw" / "runs" / "widget-simplenet-no-scl-data-noise0-seed0" / "metrics.json"
+    stamp = kept.stat().st_mtime_ns
+    (tmp_path / "sw" / "runs" / "widget-simplenet-baseline-noise0-seed0" / "metrics.json").unlink()   # as if killed before the end
+    r = cli(capsys, *args)
+    assert r.returncode == 0, r.stderr
+    assert kept.stat().st_mtime_ns == stamp                                   # the finished run was skipped
+    assert (tmp_path / "sw" / "runs" / "widget-simplenet-baseline-noise0-seed0" / "metrics.json").is_file()   # the other one redone
+    assert (tmp_path / "sw" / "results.csv").read_text().splitlines()[0] == first.splitlines()[0]
+    r = cli(capsys, *args[:-2], "--executor", "ray", "--out", str(tmp_path / "sw2"))
+    assert r.returncode == 2 and "only 'local'" in r.stderr

@@ -23,7 +23,7 @@ fi
 
 echo "== 3/5 nbdev-test (every notebook, top to bottom)"
 nbdev-test --n-workers 1 --timing   # one at a time: each notebook gets both cores, its timing is honest
-[ $slow = 1 ] && { echo "== 3b nbdev-test --flags slow"; nbdev-test --n-workers 1 --flags slow --timing; }
+[ $slow = 1 ] && { echo "== 3b nbdev-test --flags slow"; nbdev-test --n-workers 1 --flags slow --timing --cell-timeout 3600; }
 
 echo "== 4/5 pytest"
 if [ $slow = 1 ]; then python -m pytest -q -m "slow or not slow"; else python -m pytest -q; fi
