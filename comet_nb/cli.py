@@ -13,6 +13,7 @@ import argparse
 import csv
 import itertools
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -77,11 +78,15 @@ def run_config(args):
     if switches and kw.get("method", "comet") != "comet": raise ValueError(f"{', '.join(switches)} switch off parts of CoMet; they need --method comet.")
     return RunConfig(**kw, use_meta=not args.no_meta, scl_data=not args.no_scl_data, scl_model=not args.no_scl_model)
 
+def _metrics_line(m: dict) -> str:
+    "The headline numbers of a metrics.json / eval result, 'n/a' where a number does not exist."
+    def f(v): return "n/a" if v is None else f"{v:.3f}"
+    return (f"image AUROC {f(m.get('i_auroc'))} ± {f(m.get('i_auroc_se'))}, pixel AUROC {f(m.get('p_auroc'))}, "
+            f"F1 at the training threshold {f(m.get('f1'))} (oracle F1-max {f(m.get('f1_max'))})")
+
 def _summary(m: dict, out) -> str:
-    def f(v, fmt=".3f"): return "n/a" if v is None else format(v, fmt)
     c = m["config"]
-    return (f"{c['model']} / {c['method']} on {c['data']} {c.get('category') or ''}: image AUROC {f(m['i_auroc'])} ± {f(m['i_auroc_se'])}, "
-            f"pixel AUROC {f(m['p_auroc'])}, F1 at the training threshold {f(m['f1'])} (oracle F1-max {f(m['f1_max'])}), "
+    return (f"{c['model']} / {c['method']} on {c['data']} {c.get('category') or ''}: {_metrics_line(m)}, "
             f"{m['epochs']} epoch{'' if m['epochs'] == 1 else 's'} in {m['seconds']:.0f} s. Results in {out}.")
 
 def train_command(args) -> str:
@@ -101,12 +106,7 @@ def eval_command(args) -> str:
         if r["threshold"] is None: return f"{r['n']} images scored (the run has no threshold: no verdicts){where}."
         flagged = sum(1 for v in r["verdicts"] if v)
         return f"{r['n']} images scored; {flagged} above the threshold {r['threshold']:.4g} (defective){where}."
-    return _summary_eval(r, args.out)
-
-def _summary_eval(r: dict, out) -> str:
-    def f(v): return "n/a" if v is None else f"{v:.3f}"
-    return f"image AUROC {f(r.get('i_auroc'))} ± {f(r.get('i_auroc_se'))}, pixel AUROC {f(r.get('p_auroc'))}, F1 at the training threshold {f(r.get('f1'))}" + \
-           (f"; files in {out}." if out else ".")
+    return _metrics_line(r) + (f"; files in {args.out}." if args.out else ".")
 
 # %% ../nbs/35_cli.ipynb #d3fff457
 METHODS = {"baseline": dict(method="baseline"), "comet": dict(method="comet"),
@@ -148,19 +148,20 @@ def _row(m: dict, fields: dict, method: str, d) -> dict:
                 n_flagged=cur.get("n_flagged"), run=str(d))
 
 def _write_csv(path, rows):
-    from comet_nb.experiments import atomic_write
-    import io
-    buf = io.StringIO(); w = csv.DictWriter(buf, COLUMNS); w.writeheader(); w.writerows(rows)
-    atomic_write(path, buf.getvalue())
+    from comet_nb.experiments import atomic_write, _csv
+    atomic_write(path, _csv(COLUMNS, [[r[c] for c in COLUMNS] for r in rows]))
 
 # %% ../nbs/35_cli.ipynb #ac1f471b
-def _cell(v) -> str:
+def _mean_sd(v) -> tuple:
+    "(mean, sample standard deviation, n) of the numbers in v, ignoring None and NaN; sd is 0 for one number."
     v = [x for x in v if x is not None and x == x]
-    if not v: return "—"
-    m = sum(v) / len(v)
-    if len(v) == 1: return f"{100 * m:.1f}"
-    sd = (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
-    return f"{100 * m:.1f} ± {100 * sd:.1f}"
+    if not v: return float("nan"), 0.0, 0
+    return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)
+
+def _cell(v) -> str:
+    m, sd, n = _mean_sd(v)
+    if n == 0: return "—"
+    return f"{100 * m:.1f}" if n == 1 else f"{100 * m:.1f} ± {100 * sd:.1f}"
 
 def _read(rows_or_csv) -> list:
     if isinstance(rows_or_csv, (str, Path)):
@@ -193,20 +194,18 @@ def paper_tables(rows_or_csv) -> str:
 
 def noise_plot(rows_or_csv, path=None):
     "Fig. 5: image AUROC against the fraction of anomalous training images, one line per model and method (mean ± sd over categories and seeds)."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     rows = _read(rows_or_csv)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for m, me in sorted({(r["model"], r["method"]) for r in rows}):
         xs = sorted({r["noise"] for r in rows if (r["model"], r["method"]) == (m, me)})
-        ys = [[r["i_auroc"] for r in rows if (r["model"], r["method"], r["noise"]) == (m, me, x) and r["i_auroc"] is not None] for x in xs]
-        mu = [sum(y) / len(y) if y else float("nan") for y in ys]
-        sd = [(sum((v - a) ** 2 for v in y) / (len(y) - 1)) ** 0.5 if len(y) > 1 else 0.0 for y, a in zip(ys, mu)]
+        stats = [_mean_sd([r["i_auroc"] for r in rows if (r["model"], r["method"], r["noise"]) == (m, me, x)]) for x in xs]
+        mu, sd = [s[0] for s in stats], [s[1] for s in stats]
         ax.errorbar([100 * x for x in xs], mu, yerr=sd, marker="o", capsize=3, label=f"{m} {me}")
     ax.set_xlabel("anomalous training images (%)"); ax.set_ylabel("image AUROC"); ax.legend(fontsize=8); fig.tight_layout()
     if path is not None:
-        from comet_nb.experiments import atomic_write
-        import io
-        buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100); atomic_write(path, buf.getvalue())
+        from comet_nb.experiments import atomic_write, _png
+        atomic_write(path, _png(fig))
     return fig
 
 def sweep_command(args) -> str:
@@ -229,6 +228,12 @@ def sweep_command(args) -> str:
     return tables + f"\n\n{len(rows)} runs; results.csv, tables.md and noise.png in {out}."
 
 # %% ../nbs/35_cli.ipynb #d53df33d
+_FORMATS = ("auto", "mvtec", "viaduct", "ksdd2", "folder", "demo")   # the dataset layouts of comet_nb.experiments (not imported: --help stays instant)
+
+def _pretrained_flags(p, default):
+    p.add_argument("--pretrained", default=default, help="'yes' (ImageNet weights, the default), 'no' (random weights: runs offline, not comparable to the paper) or a weight file")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const="no", help="same as --pretrained no")
+
 def build_parser() -> argparse.ArgumentParser:
     "The `comet-nb` argument parser, one subcommand per job."
     p = argparse.ArgumentParser(prog="comet-nb", description="CoMet (Confident Meta-learning) for anomaly detection on uncurated training sets.")
@@ -250,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "scores.csv, weights.png and a checkpoint to --out.")
     t.add_argument("--data", help="dataset folder, or 'demo' (default: demo)")
     t.add_argument("--category", help="category folder (MVTec-AD / VIADUCT / demo: brick, grass, gravel)")
-    t.add_argument("--format", choices=("auto", "mvtec", "viaduct", "ksdd2", "folder", "demo"), help="dataset layout (default: detected)")
+    t.add_argument("--format", choices=_FORMATS, help="dataset layout (default: detected)")
     t.add_argument("--model", choices=("differnet", "simplenet"), help="anomaly-detection model (default: simplenet)")
     t.add_argument("--method", choices=("baseline", "comet"), help="the model's own training or CoMet (default: comet)")
     t.add_argument("--no-meta", action="store_true", help="CoMet without meta-learning (Table 5: w/o ML)")
@@ -260,8 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     t.add_argument("--image-size", type=int, help="input size in px (default: the preset's)")
     t.add_argument("--preset", choices=("small", "reference"), help="'reference': the papers' settings; 'small': fast on a CPU (default)")
-    t.add_argument("--pretrained", help="'yes' (ImageNet weights, the default), 'no' (random weights: runs offline, not comparable to the paper) or a weight file")
-    t.add_argument("--no-pretrained", dest="pretrained", action="store_const", const="no", help="same as --pretrained no")
+    _pretrained_flags(t, None)
     t.add_argument("--device", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     t.add_argument("--seed", type=int, help="seed of initialisation, training and contamination (default: 0)")
     t.add_argument("--kappa", type=float, help="κ of the IQR rule (default: 1.5)")
@@ -278,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, help="a run folder (or its checkpoint.pt)")
     e.add_argument("--data", required=True, help="dataset folder, 'demo', or a folder of new images")
     e.add_argument("--category", help="category folder")
-    e.add_argument("--format", default="auto", choices=("auto", "mvtec", "viaduct", "ksdd2", "folder", "demo"), help="dataset layout (default: detected)")
+    e.add_argument("--format", default="auto", choices=_FORMATS, help="dataset layout (default: detected)")
     e.add_argument("--maps", action="store_true", help="write anomaly-map PNGs (DifferNet: gradient maps, slow)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--out", help="folder for scores.csv (and maps); default: print only")
@@ -286,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train every combination of categories, models, methods, noise levels and seeds (finished runs are skipped, "
                                    "interrupted ones resume), then write results.csv, tables.md (Tables 1-5 layout) and noise.png (Fig. 5).")
     s.add_argument("--data", default="demo", help="dataset folder, or 'demo' (default: demo)")
-    s.add_argument("--format", default="auto", choices=("auto", "mvtec", "viaduct", "ksdd2", "folder", "demo"))
+    s.add_argument("--format", default="auto", choices=_FORMATS, help="dataset layout (default: detected)")
     s.add_argument("--categories", help="comma-separated categories (default: the dataset's only one, or brick for the demo)")
     s.add_argument("--models", default="simplenet,differnet", help="comma-separated: differnet, simplenet")
     s.add_argument("--methods", default="baseline,comet", help="comma-separated: baseline, comet, no-meta, no-scl, no-scl-data")
@@ -295,8 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="training epochs (default: the presets')")
     s.add_argument("--image-size", type=int, help="input size in px (default: the presets')")
     s.add_argument("--preset", default="small", choices=("small", "reference"))
-    s.add_argument("--pretrained", default="yes", help="'yes', 'no' or a weight file")
-    s.add_argument("--no-pretrained", dest="pretrained", action="store_const", const="no", help="same as --pretrained no")
+    _pretrained_flags(s, "yes")
     s.add_argument("--device", default="auto")
     s.add_argument("--executor", default="local", choices=("local", "ray"), help="where runs execute (only 'local' in this version)")
     s.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -158,3 +158,10 @@ def test_sweep_resumes_and_writes_tables(mv, tmp_path, capsys):
     assert (tmp_path / "sw" / "results.csv").read_text().splitlines()[0] == first.splitlines()[0]
     r = cli(capsys, *args[:-2], "--executor", "ray", "--out", str(tmp_path / "sw2"))
     assert r.returncode == 2 and "only 'local'" in r.stderr
+
+
+def test_cli_format_choices_match_the_experiments_module():
+    "The parser keeps its own copy (so --help never imports torch); it must not drift from the library's."
+    from comet_nb.cli import _FORMATS
+    from comet_nb.experiments import FORMATS
+    assert _FORMATS == FORMATS
