@@ -367,9 +367,9 @@ def _csv(header, rows) -> str:
     buf = io.StringIO(); w = csv.writer(buf, lineterminator="\n"); w.writerow(header); w.writerows(rows); return buf.getvalue()
 
 def versions(device) -> dict:
-    "The library versions and the device of a run, for its metrics.json."
+    "The library versions, the device and the CPU thread count of a run, for its metrics.json."
     return dict(comet_nb=comet_nb.__version__, torch=torch.__version__, torchvision=torchvision.__version__, timm=timm.__version__,
-                python=platform.python_version(), device=str(device))
+                python=platform.python_version(), device=str(device), threads=torch.get_num_threads())   # float sums depend on the thread count
 
 # %% ../nbs/31_experiments.ipynb #1ca83a9f
 RUN_FILES = ("checkpoint.pt", "metrics.json", "weights.csv", "scores.csv", "weights.png")

@@ -165,7 +165,7 @@ def test_metrics_and_files(sn_run, root):
         assert isinstance(m[k], float) and math.isfinite(m[k]), (k, m[k])
     assert (m["epochs"], m["n_train"], m["n_test"], m["n_contaminants"]) == (2, 15, 7, 3)
     assert "test set" in m["protocol"] and "ranking" not in m["curation"] and len(m["curation"]["lowest_weight"]) == 10
-    assert set(m["versions"]) == {"comet_nb", "torch", "torchvision", "timm", "python", "device"}
+    assert set(m["versions"]) == {"comet_nb", "torch", "torchvision", "timm", "python", "device", "threads"}
     assert json.loads((out / "metrics.json").read_text()) == m
     assert RunConfig.from_json(out / "config.json") == sn_cfg(root)
     w = list(csv.DictReader(open(out / "weights.csv")))
