@@ -7,7 +7,7 @@ Docs: https://comet-nb.github.io/comet_nb/cli.html.md"""
 # %% auto #0
 __all__ = ['METHODS', 'COLUMNS', 'EXECUTORS', 'DEMO_EPOCHS', 'toy_demo', 'weights_report', 'run_config', 'train_command',
            'eval_command', 'sweep_grid', 'train_one', 'run_sweep', 'paper_tables', 'noise_plot', 'sweep_command',
-           'ray_runs', 'demo_table', 'image_demo', 'demo_command', 'build_parser', 'main']
+           'ray_runs', 'paired_difference', 'demo_table', 'image_demo', 'demo_command', 'build_parser', 'main']
 
 # %% ../nbs/35_cli.ipynb #263cd9b1
 import argparse
@@ -102,7 +102,7 @@ def train_command(args) -> str:
 def eval_command(args) -> str:
     "`comet-nb eval`: metrics on a test split, or scores and verdicts for new images."
     from comet_nb.experiments import eval_run
-    r = eval_run(args.checkpoint, args.data, category=args.category, format=args.format, out=args.out, maps=args.maps, progress=not args.quiet)
+    r = eval_run(args.checkpoint, args.data, category=args.category, format=args.format, out=args.out, maps=args.maps, device=args.device, progress=not args.quiet)
     if r.get("mode") == "images":
         where = f"; scores.csv in {args.out}" if args.out else ""
         if r["threshold"] is None: return f"{r['n']} images scored (the run has no threshold: no verdicts){where}."
@@ -228,7 +228,8 @@ def noise_plot(rows_or_csv, path=None):
 def sweep_command(args) -> str:
     "`comet-nb sweep`: run the grid, write results.csv, tables.md and noise.png."
     split = lambda v, f=str: [f(x) for x in v.split(",") if x != ""]
-    common = dict(data=args.data, format=args.format, preset=args.preset, pretrained=args.pretrained, device=args.device)
+    data = args.data if args.data == "demo" or not Path(args.data).exists() else str(Path(args.data).resolve())   # the same runs from any folder, on any node
+    common = dict(data=data, format=args.format, preset=args.preset, pretrained=args.pretrained, device=args.device)
     for k in ("epochs", "image_size"):
         if getattr(args, k) is not None: common[k] = getattr(args, k)
     cats = split(args.categories) if args.categories else [None]
@@ -264,8 +265,9 @@ def ray_runs(todo, progress: bool = True, address: str | None = None) -> dict:
                  runtime_env={"env_vars": env} if env else None)
     try:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
-        task = ray.remote(train_one).options(num_cpus=1, num_gpus=1 if gpus else 0)
-        pending = {task.remote(fields, str(d)): name for name, fields, d in todo}
+        task = ray.remote(train_one)
+        pending = {task.options(num_cpus=1, num_gpus=1 if gpus and fields.get("device", "auto") != "cpu" else 0).remote(fields, str(Path(d).resolve())): name
+                   for name, fields, d in todo}
         results, n = {}, 0
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -273,7 +275,9 @@ def ray_runs(todo, progress: bool = True, address: str | None = None) -> dict:
             try: results[name] = ray.get(ready[0])
             except Exception as e:
                 for ref in pending: ray.cancel(ref, force=True)
-                raise _cause(e) from None
+                if _cause(e) is not e: raise _cause(e) from None        # the run's own error (bad data, ...), as the local executor gives it
+                raise RuntimeError(f"run {name} failed on Ray ({type(e).__name__}: {str(e)[:300]}); finished runs are kept: "
+                                   "run the sweep again to resume.") from None
             if progress: print(f"[{n}/{len(todo)}] {name} finished on ray", flush=True)
         return results
     finally:
@@ -296,9 +300,19 @@ def _pm(v, se_each) -> str:
     e = _se(v, se_each)
     return f"{100 * m:.1f}" if e != e else f"{100 * m:.1f} ± {100 * e:.1f}"
 
+def paired_difference(baseline: list, comet: list) -> tuple:
+    "(mean, SE, critical value) of CoMet − baseline image AUROC over paired runs (same seeds): the verdict's statistics."
+    d = [c["i_auroc"] - b["i_auroc"] for b, c in zip(baseline, comet)]
+    n, md = len(d), statistics.fmean(d)
+    if any(r["i_auroc_se"] is None for r in (*baseline, *comet)): return md, float("nan"), float("nan")
+    var_test = statistics.fmean([b["i_auroc_se"] ** 2 + c["i_auroc_se"] ** 2 for b, c in zip(baseline, comet)])   # shared test set: not averaged away
+    var_seed = statistics.variance(d) / n if n > 1 else 0.0
+    from scipy.stats import t as student
+    return md, (var_seed + var_test) ** 0.5, float(student.ppf(0.975, n - 1)) if n > 1 else 1.96
+
 def demo_table(rows_or_csv) -> str:
-    "Baseline vs CoMet per model and noise level: I-AUROC and P-AUROC (mean ± SE, %), the paired difference and a verdict at 2 SE."
-    rows = _read(rows_or_csv); lines = []
+    "Baseline vs CoMet per model and noise level: I-AUROC and P-AUROC (mean ± SE, %), the paired difference and its verdict."
+    rows = _read(rows_or_csv)
     head = ("model", "noise", "seeds", "baseline I-AUROC", "CoMet I-AUROC", "CoMet − baseline", "verdict", "baseline P-AUROC", "CoMet P-AUROC")
     body = []
     for model in sorted({r["model"] for r in rows}):
@@ -307,14 +321,11 @@ def demo_table(rows_or_csv) -> str:
             seeds = sorted(set(by["baseline"]) & set(by["comet"]))
             if not seeds: continue
             b, c = ([by[me][s] for s in seeds] for me in ("baseline", "comet"))
-            d = [y["i_auroc"] - x["i_auroc"] for x, y in zip(b, c)]
-            se_d = _se(d, [None])
-            one = (_mean_sd([(x["i_auroc_se"] or 0) ** 2 + (y["i_auroc_se"] or 0) ** 2 for x, y in zip(b, c)])[0] / len(seeds)) ** 0.5
-            se_d = max(se_d, one) if se_d == se_d else one                    # never more confident than the runs' own SEs allow
-            md = statistics.fmean(d)
-            verdict = ("CoMet higher" if md > 2 * se_d else "baseline higher" if md < -2 * se_d else "no clear difference")
+            md, se, crit = paired_difference(b, c)
+            verdict = ("no verdict (a run has no SE)" if se != se else "CoMet higher" if md > crit * se
+                       else "baseline higher" if md < -crit * se else "no clear difference")
             body.append([model, f"{100 * noise:g} %", len(seeds), _pm([x["i_auroc"] for x in b], [x["i_auroc_se"] for x in b]),
-                         _pm([x["i_auroc"] for x in c], [x["i_auroc_se"] for x in c]), f"{100 * md:+.1f} ± {100 * se_d:.1f}", verdict,
+                         _pm([x["i_auroc"] for x in c], [x["i_auroc_se"] for x in c]), f"{100 * md:+.1f} ± {100 * se:.1f}", verdict,
                          _pm([x["p_auroc"] for x in b], [None]), _pm([x["p_auroc"] for x in c], [None])])
     if not body: raise ValueError("no model and noise level has both a baseline and a CoMet run: nothing to compare.")
     return _md(head, body)
@@ -367,7 +378,10 @@ def image_demo(out="comet-nb-demo",       # folder for the runs, results.csv, no
         f"Baseline vs CoMet on the demo set ({category}, {', '.join(f'{100 * x:g} %' for x in noise)} of the training images defective and "
         f"unlabelled), {seeds} seed(s), random backbone weights (offline; not the paper's setting), last epoch, threshold from training scores only.",
         "", demo_table(rows), "",
-        "Mean ± standard error in %: over seeds when there are several, else the run's Hanley–McNeil SE. A verdict needs a difference of more than 2 SE.",
+        "Image and pixel AUROC: mean ± standard error in %, over seeds when there are several, else the run's Hanley–McNeil SE.",
+        "CoMet − baseline: the mean paired difference ± SE, SE² = (spread over seeds)²/seeds + the runs' Hanley–McNeil variances (the seeds share",
+        "the test set, so its sampling error does not average away). A verdict needs |difference| > t·SE, t = Student's 97.5 % quantile for",
+        "seeds − 1 degrees of freedom (12.7 for 2 seeds, 4.3 for 3; 1.96 for one): with few seeds only a large difference earns one.",
         "What CoMet's weights found in its own training set:", *(_curation_lines(rows) or ["  (no contaminated CoMet run)"]),
         "", f"Files in {out}: results.csv, noise.png (Fig. 5), gallery-*.png (lowest-weight training images, contaminants framed red; Fig. 2), runs/*.",
         f"({time.perf_counter() - t0:.0f} s; a second call reuses the finished runs. `comet-nb demo --toy`: the 2-D toy in seconds.)"])
@@ -403,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--category", default="brick", choices=("brick", "grass", "gravel"), help="demo category (default: brick)")
     d.add_argument("--epochs", type=int, help="training epochs (default: SimpleNet 30, DifferNet 60; --toy: 60)")
     d.add_argument("--image-size", type=int, help="input size in px (default: the small presets': 96 SimpleNet, 256 DifferNet)")
-    d.add_argument("--out", default="comet-nb-demo", help="output folder; finished runs in it are reused (default: comet-nb-demo)")
+    d.add_argument("--out", default="comet-nb-demo", help="output folder; finished runs with the same settings are reused (default: comet-nb-demo)")
     d.add_argument("--toy", action="store_true", help="the 2-D Gaussian toy of notebook 03 instead of images (a few seconds)")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
     w = sub.add_parser("weights", help="Soft Confident Learning weights on generated, contaminated training scores",
@@ -447,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--category", help="category folder")
     e.add_argument("--format", default="auto", choices=_FORMATS, help="dataset layout (default: detected)")
     e.add_argument("--maps", action="store_true", help="write anomaly-map PNGs (DifferNet: gradient maps, slow)")
+    e.add_argument("--device", help="'auto' (default: CUDA if present, else Apple's MPS, else CPU; not necessarily where the run trained), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--out", help="folder for scores.csv (and maps); default: print only")
     s = sub.add_parser("sweep", help="a grid of runs, one CSV, and the paper's tables and noise plot",

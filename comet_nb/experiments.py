@@ -35,25 +35,16 @@ from PIL import Image
 import comet_nb
 from .data import UNKNOWN, ADDataset, Record, Split, categories, contaminate, image_files, image_folder, ksdd2, load_image, mvtec, viaduct
 from .demo import demo
-from .features import AlexNetMultiScale, WideResNetPatches, apply_views, extract_features, rotation_angles
-from .meta import CoMet, CoMetConfig, ProgressBar, SaveCheckpoint, resolve_device, score_all
+from .features import AlexNetMultiScale, WideResNetPatches, apply_views, extract_features, rotation_angles, view_key
+from .meta import CoMet, CoMetConfig, ProgressBar, SaveCheckpoint, atomic_file, resolve_device, score_all
 from .differnet import DIFFERNET_REFERENCE, DIFFERNET_SMALL, DifferNet, gradient_maps, lambda0_for
 from .simplenet import SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, predict as simplenet_predict
 from .metrics import StreamingAUROC, curation_report, decision_threshold, f1_max, image_auroc, nn_image_scores, precision_recall_f1
 
 # %% ../nbs/31_experiments.ipynb #d75ec314
 def atomic_write(path, data: str | bytes) -> Path:
-    "Write text or bytes to `path` atomically: a temporary file beside it, fsync, `os.replace`; nothing is left behind on failure."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    return path
+    "Write text or bytes to `path` atomically (`atomic_file` of the trainer's notebook): a temporary file beside it, fsync, rename; a failure (a full disk) names the file and leaves the previous version."
+    return atomic_file(path, lambda f: f.write(data.encode() if isinstance(data, str) else data))
 
 def check_writable(folder) -> Path:
     "Create `folder` if needed and prove a file can be written there (and removed), or raise a clear OSError."
@@ -392,6 +383,8 @@ def _prepare_out(cfg: RunConfig, out, resume: bool, overwrite: bool) -> Path:
         if found and not overwrite:
             raise FileExistsError(f"{out} holds a run already ({', '.join(found)}): pass resume=True to continue it, overwrite=True to replace it, or choose another folder.")
         for f in found: (out / f).unlink()
+    for t in out.glob(".*.tmp"):                                   # temporary files of a run killed mid-write: never results, so cleared
+        if any(t.name.startswith(f".{f}.") for f in (*RUN_FILES, "config.json")): t.unlink(missing_ok=True)
     return out
 
 def _lambda0(cfg: RunConfig, dim: int, train) -> float:
@@ -497,10 +490,6 @@ def _as_images(x: torch.Tensor) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()): raise ValueError("the image tensor holds NaN or inf values.")
     return x.float().expand(-1, 3, -1, -1)
 
-def _key(img: torch.Tensor) -> str:
-    "A tensor image's key for its rotation phases: a hash of its content, so an image gets the same views in any batch."
-    return "tensor:" + hashlib.sha256(img.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()[:16]
-
 def _record(path) -> Record:
     return Record(Path(path), UNKNOWN, "unknown", has_mask=False)
 
@@ -523,7 +512,7 @@ class Detector:
         run_dir, ckpt = _run_paths(path)
         cfg = RunConfig.from_json(run_dir / "config.json")
         if pretrained is not None: cfg = replace(cfg, pretrained=pretrained)    # e.g. the same weight file, elsewhere on this machine
-        dev = resolve_device(device or cfg.device)
+        dev = resolve_device(device or "auto")                                  # where this machine can run it, not where it trained
         ext = make_extractor(cfg)
         with _keep_rng(): trainer = CoMet.load(ckpt, make_model(cfg, ext.dim), device=str(dev))   # refuses a checkpoint of another model class
         if threshold is None and (run_dir / "metrics.json").is_file(): threshold = json.loads((run_dir / "metrics.json").read_text()).get("threshold")
@@ -559,13 +548,13 @@ class Detector:
             elif isinstance(self.model, SimpleNet):
                 ds = make_dataset([_record(p) for p in paths[s:s + batch_size]], self.config)
                 xs, keys = [ds[i]["image"] for i in range(len(ds))], None
-            else: xs, keys = [load_image(p) for p in paths[s:s + batch_size]], [str(p) for p in paths[s:s + batch_size]]
+            else: xs, keys = [load_image(p) for p in paths[s:s + batch_size]], None
             if isinstance(self.model, SimpleNet):
                 sc, mp = simplenet_predict(self.model, self.extractor, self._fit(torch.stack(xs)), batch_size, self.device)
                 scores.append(sc); all_maps.append(mp)
             else:                                              # images of several sizes go one at a time
                 groups = [xs] if len({t.shape for t in xs}) == 1 else [[t] for t in xs]
-                ks, j = keys or [_key(t) for t in xs], 0
+                ks, j = [view_key(t) for t in xs], 0                # the views of training: phases from the pixels
                 for g in groups:
                     sc, mp = self._differnet(torch.stack(g), ks[j:j + len(g)], want); j += len(g)
                     scores.append(sc); all_maps.append(mp)

@@ -7,7 +7,8 @@ Docs: https://comet-nb.github.io/comet_nb/features.html.md"""
 # %% auto #0
 __all__ = ['WRN50_TAG', 'IMAGENET_MEAN', 'IMAGENET_STD', 'default_device', 'RandomWeightsWarning', 'file_sha256', 'timm_features',
            'alexnet_features', 'code_hash', 'FeatureExtractor', 'AlexNetMultiScale', 'WideResNetPatches',
-           'rotation_angles', 'apply_views', 'feature_key', 'FeatureSet', 'extract_features']
+           'rotation_angles', 'view_key', 'apply_views', 'feature_key', 'FeatureSet', 'max_memory_bytes',
+           'extract_features']
 
 # %% ../nbs/12_features.ipynb #eff42dda
 import functools
@@ -16,7 +17,9 @@ import inspect
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import warnings
 import zlib
 from pathlib import Path
@@ -155,16 +158,21 @@ def rotation_angles(key: str, n_views: int, seed: int = 0) -> list:
     u = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") / 2 ** 64
     return [360.0 * (v + u) / n_views for v in range(n_views)]
 
+def view_key(img: torch.Tensor) -> str:
+    "The key of an image's view phases: a hash of its pixels as loaded (float32), so the views follow the image, not its file name."
+    return "img:" + hashlib.sha256(img.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()[:16]
+
 def apply_views(x: torch.Tensor, angles_per_image: list) -> torch.Tensor:
     "(B, 3, H, W) images and B lists of V angles → (B, V, 3, H, W) rotated views."
     return torch.stack([torch.stack([TF.rotate(img, a, interpolation=TF.InterpolationMode.BILINEAR) for a in angles]) for img, angles in zip(x, angles_per_image)])
 
 # %% ../nbs/12_features.ipynb #06559cae
 def feature_key(dataset, extractor: FeatureExtractor, n_views: int = 1, view_seed: int = 0) -> str:
-    "The cache key: extractor spec (with code and library versions), views, the dataset's class, resize and crop, and every image file's path and content hash."
+    "The cache key: extractor spec (with code and library versions), views (and the code that makes them), the dataset's class, resize and crop, and every image file's path and content hash."
     from comet_nb import data as _data
     spec = dict(extractor=extractor.spec, n_views=n_views, view_seed=view_seed, size=dataset.size, crop=dataset.crop, dtype="float16",
                 dataset=type(dataset).__qualname__, loader=code_hash(_data.load_image),
+                views=[code_hash(f) for f in (view_key, rotation_angles, apply_views, _views_features)],
                 files=[[str(Path(r.path).resolve()), file_sha256(r.path)] for r in dataset.records])
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -200,6 +208,29 @@ def _open_cached(folder: Path, key: str):
     except Exception as e:
         return None, f"corrupted ({type(e).__name__}: {str(e)[:120]})"
 
+def _views_features(extractor, images: list, n_views: int, view_seed: int, dev) -> torch.Tensor:
+    "Features (B, [V,] ...) of a list of same-size images, each over its `n_views` fixed rotations."
+    x = torch.stack(images).to(dev)
+    if n_views == 1: return extractor(x)
+    x = apply_views(x, [rotation_angles(view_key(img), n_views, view_seed) for img in images])
+    f = extractor(x.flatten(0, 1)); return f.reshape(len(images), n_views, *f.shape[1:])
+
+def _batch_features(extractor, samples: list, n_views: int, view_seed: int, dev) -> torch.Tensor:
+    "A batch's features; images of different sizes (a user's folder) go through the extractor one at a time."
+    imgs = [smp["image"] for smp in samples]
+    if len({tuple(t.shape) for t in imgs}) == 1: return _views_features(extractor, imgs, n_views, view_seed, dev)
+    fs = [_views_features(extractor, [t], n_views, view_seed, dev) for t in imgs]
+    if len({tuple(f.shape[1:]) for f in fs}) > 1: _shape_error(samples, [f.shape[1:] for f in fs])
+    return torch.cat(fs)
+
+def _shape_error(samples, shapes):
+    "Images whose features cannot share one array: name one file of each size."
+    seen = {}
+    for smp in samples: seen.setdefault(tuple(smp["image"].shape[-2:]), Path(smp["path"]).name)
+    sizes = ", ".join(f"{name} {hw}" for hw, name in seen.items())
+    raise ValueError(f"images of different sizes ({sizes}) give features of different shapes {sorted({tuple(x) for x in shapes})} with this extractor: "
+                     "give the dataset one input size, e.g. ADDataset(records, size=...).")
+
 def _compute(dataset, extractor, n_views, view_seed, batch_size, dev, tmp_arr, progress):
     "Run the extractor over the dataset in batches: (features float16 array (N, ...), per-row CRCs)."
     n, out, crcs = len(dataset), None, []
@@ -207,31 +238,56 @@ def _compute(dataset, extractor, n_views, view_seed, batch_size, dev, tmp_arr, p
     with torch.no_grad(), tqdm(total=n, desc=f"features {extractor.spec['backbone']}", disable=not progress, leave=False) as bar:
         for s in range(0, n, batch_size):
             samples = [dataset[i] for i in range(s, min(n, s + batch_size))]
-            x = torch.stack([smp["image"] for smp in samples]).to(dev)
-            if n_views > 1:
-                x = apply_views(x, [rotation_angles(smp["path"], n_views, view_seed) for smp in samples])
-                f = extractor(x.flatten(0, 1)); f = f.reshape(len(samples), n_views, *f.shape[1:])
-            else: f = extractor(x)
-            f = f.to("cpu", torch.float16).numpy()
+            f = _batch_features(extractor, samples, n_views, view_seed, dev).to("cpu", torch.float16).numpy()
+            if out is not None and f.shape[1:] != out.shape[1:]:                # this batch's size differs from the first batch's
+                _shape_error([first] + samples, [out.shape[1:], f.shape[1:]])
             if out is None:
+                first = samples[0]
                 shape = (n, *f.shape[1:])
                 out = np.lib.format.open_memmap(tmp_arr, mode="w+", dtype=np.float16, shape=shape) if tmp_arr is not None else np.empty(shape, np.float16)
             out[s:s + len(f)] = f; crcs += [_crc(r) for r in f]; bar.update(len(f))
     return out, crcs
 
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+def max_memory_bytes(value=None) -> int:
+    "The feature cache's memory bound in bytes: `value`, else $COMET_NB_MAX_MEMORY, else 2 GiB. A size is bytes or a number with K, M, G or T (e.g. '512M')."
+    v = os.environ.get("COMET_NB_MAX_MEMORY") if value is None else value
+    if v is None or v == "": return 2 ** 31
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0: return v
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(v), re.IGNORECASE)
+    if m is None: raise ValueError(f"max_memory (or $COMET_NB_MAX_MEMORY) = {v!r} is not a size: give bytes, or a number with K, M, G or T, e.g. 512M.")
+    return int(float(m[1]) * _UNITS[m[2].upper()])
+
+def _tmp_tag() -> str:
+    "This process's mark on its temporary cache files: pid and host (a cache folder may be shared between machines)."
+    return f"{os.getpid()}@{socket.gethostname().replace('.', '_')}"
+
+def _clear_stale_tmp(folder: Path):
+    "Remove the temporary files of builds on this host whose process is gone (killed mid-build): never read, only litter."
+    if os.name != "posix" or not folder.is_dir(): return       # os.kill(pid, 0) is a liveness check on POSIX only
+    host = socket.gethostname().replace(".", "_")
+    for t in [*folder.glob(".features.*.npy.tmp"), *folder.glob(".manifest.*.json.tmp")]:
+        m = re.fullmatch(r"\.(?:features|manifest)\.(\d+)@(.+)\.(?:npy|json)\.tmp", t.name)
+        if m is None or m[2] != host or int(m[1]) == os.getpid(): continue   # another machine's, or ours: leave it
+        try: os.kill(int(m[1]), 0)                             # still running (another process building the same entry): leave it
+        except ProcessLookupError: t.unlink(missing_ok=True)
+        except OSError: pass
+
 def extract_features(dataset, extractor: FeatureExtractor, n_views: int = 1, view_seed: int = 0, batch_size: int = 16,
-                     device=None, cache=True, max_memory: int = 2 ** 31, progress: bool = True) -> FeatureSet:
-    "Features of every sample of an `ADDataset` (with `n_views` fixed rotations each): from the cache, or computed once and cached."
-    key = feature_key(dataset, extractor, n_views, view_seed)
+                     device=None, cache=True, max_memory: int | str | None = None, progress: bool = True) -> FeatureSet:
+    "Features of every sample of an `ADDataset` (with `n_views` fixed rotations each): from the cache, or computed once and cached. Above `max_memory` bytes (`max_memory_bytes`) the cached array is memory-mapped, not loaded."
+    key, max_memory = feature_key(dataset, extractor, n_views, view_seed), max_memory_bytes(max_memory)
     folder = None
     if cache:
         folder = (cache_dir() / "features" if cache is True else Path(cache)) / key[:24]
         a, why = _open_cached(folder, key)
         if a is not None: return FeatureSet(a, key, folder, max_memory)
         if why != "absent": warnings.warn(f"feature cache {folder} is {why}: rebuilding it.", stacklevel=2)
+    if folder is not None: _clear_stale_tmp(folder)
     dev = default_device(device); extractor = extractor.to(dev)
-    tmp_arr = None if folder is None else folder / f".features.{os.getpid()}.npy.tmp"
-    tmp_man = None if folder is None else folder / f".manifest.{os.getpid()}.json.tmp"
+    tmp_arr = None if folder is None else folder / f".features.{_tmp_tag()}.npy.tmp"
+    tmp_man = None if folder is None else folder / f".manifest.{_tmp_tag()}.json.tmp"
     try:
         out, crcs = _compute(dataset, extractor, n_views, view_seed, batch_size, dev, tmp_arr, progress)
         if folder is None: return FeatureSet(out, key, None, max_memory)

@@ -7,12 +7,14 @@ Docs: https://comet-nb.github.io/comet_nb/meta.html.md"""
 # %% auto #0
 __all__ = ['ABLATIONS', 'ADModel', 'trainable_params', 'check_model', 'score_all', 'split_tasks', 'task_batches',
            'mode_dependent', 'TrainingDiverged', 'inner_step', 'meta_loss', 'CoMetConfig', 'resolve_device', 'Callback',
-           'ProgressBar', 'SaveCheckpoint', 'LivePlot', 'CoMet', 'atomic_save', 'load_checkpoint']
+           'ProgressBar', 'SaveCheckpoint', 'LivePlot', 'CoMet', 'atomic_file', 'atomic_save', 'load_checkpoint']
 
 # %% ../nbs/02_meta.ipynb #c46e68d4
+import errno
 import math
 import os
 import random
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass, asdict, fields, replace
@@ -197,7 +199,8 @@ class CoMetConfig:
     device: str = "cpu"          # 'cpu', 'cuda', 'cuda:N' or 'auto'
 
     def __post_init__(self):
-        for f in ("kappa", "gamma", "lambda0"): _check_nonneg(getattr(self, f), f, f"{f} of Eq. 2/5")
+        for f, what in (("kappa", "κ, the IQR multiplier of the threshold t, Eq. 2"), ("gamma", "γ, how much det Σ raises λ, Eq. 5"),
+                        ("lambda0", "λ0, the base L2 strength, Eq. 5")): _check_nonneg(getattr(self, f), f, what)
         for f in ("alpha", "beta"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0: raise ValueError(f"{f} (a learning rate) must be a finite number > 0; got {v!r}.")
@@ -414,22 +417,33 @@ class CoMet:
         return other[torch.randperm(len(other), generator=self.gen)[:size]]
 
 # %% ../nbs/02_meta.ipynb #af4de147
-def atomic_save(obj, path) -> Path:
-    "`torch.save(obj)` to `path` atomically: write a temporary file beside it, fsync, rename."
+def atomic_file(path, write) -> Path:
+    "Call `write(f)` on a temporary binary file beside `path`, fsync it and rename it over `path`: the old file or the new one, never half of one."
     path = Path(path)
     try: path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise OSError(f"cannot create the folder {path.parent} for {path.name}: {e.strerror}. Choose a writable location.") from e
-    try: fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e: raise OSError(f"cannot write to {path.parent}: {e.strerror}. Choose a writable location.") from e
+    for _ in range(100):                                   # O_EXCL with mode 0666: the umask applies, as for open() (mkstemp's files are 0600)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try: fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666); break
+        except FileExistsError: continue
+        except OSError as e: raise OSError(f"cannot write to {path.parent}: {e.strerror}. Choose a writable location.") from e
+    else: raise OSError(f"cannot create a temporary file beside {path}.")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+            write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp): os.unlink(tmp)
-        if isinstance(e, OSError): raise OSError(f"could not write {path}: {e.strerror or e}; the previous file, if any, is unchanged.") from e
+        if isinstance(e, OSError):
+            full = " The disk is full: free some space and run again (a training run continues with --resume / resume=True)." if e.errno == errno.ENOSPC else ""
+            err = OSError(f"could not write {path}: {e.strerror or e}; the previous file, if any, is unchanged.{full}"); err.errno = e.errno
+            raise err from e
         raise
     return path
+
+def atomic_save(obj, path) -> Path:
+    "`torch.save(obj)` to `path` atomically (`atomic_file`)."
+    return atomic_file(path, lambda f: torch.save(obj, f))
 
 def _rng_state(device) -> dict:
     "torch (CPU and CUDA), numpy and Python RNG states, as tensors and numbers (loadable with weights_only=True)."
@@ -457,17 +471,34 @@ def state_dict(self: CoMet) -> dict:
                 scheduler=self.sched.state_dict() if self.sched is not None else None,
                 rng=dict(**_rng_state(self.device), trainer=self.gen.get_state()))
 
+_CKPT_KEYS = ("format", "version", "model_class", "model", "optimizer", "config", "epoch", "lam", "n_samples", "history", "rng")
+
+def _check_checkpoint(sd, where: str):
+    "A clear error for what is not a comet_nb checkpoint, or one this version cannot read (entries missing, or config fields it does not know)."
+    if not isinstance(sd, dict) or sd.get("format") != "comet_nb.CoMet":
+        raise ValueError(f"{where} is not a comet_nb CoMet checkpoint (no 'format': 'comet_nb.CoMet' entry).")
+    missing = [k for k in _CKPT_KEYS if k not in sd]
+    unknown = sorted(set(sd["config"]) - {f.name for f in fields(CoMetConfig)}) if isinstance(sd.get("config"), dict) else []
+    if missing or unknown:
+        what = "; ".join(x for x in (f"missing entries {missing}" if missing else "", f"config fields this version does not know {unknown}" if unknown else "") if x)
+        v = sd.get("version", "(unknown version)")
+        if v == comet_nb.__version__:
+            raise ValueError(f"{where} is incomplete or was edited ({what}), although it names this comet_nb version ({v}). Train again.")
+        raise ValueError(f"{where} was written by comet_nb {v} and this is comet_nb {comet_nb.__version__}, "
+                         f"which cannot read it ({what}). Load it with the version that wrote it, or train again.")
+
 @patch
 def load_state_dict(self: CoMet, sd: dict):
     "Restore a `state_dict()`; refuses a checkpoint of another model class or format with a clear error."
-    if not isinstance(sd, dict) or sd.get("format") != "comet_nb.CoMet":
-        raise ValueError("this is not a comet_nb CoMet checkpoint (no 'format': 'comet_nb.CoMet' entry).")
+    _check_checkpoint(sd, "this checkpoint")
     if sd["model_class"] != type(self.model).__qualname__:
         raise ValueError(f"the checkpoint holds a {sd['model_class']} model, not a {type(self.model).__qualname__}: load it into the model it was trained with.")
     try: self.model.load_state_dict(sd["model"])
     except RuntimeError as e:
         raise ValueError(f"the checkpoint's {sd['model_class']} parameters do not fit this model (a different size or version, comet_nb {sd['version']}): {e}") from None
-    self.opt.load_state_dict(sd["optimizer"])
+    try: self.opt.load_state_dict(sd["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"the checkpoint's optimiser state does not fit this model's optimiser (another optimiser or parameter groups; comet_nb {sd['version']}): {e}") from None
     if self.sched is not None and sd.get("scheduler") is not None: self.sched.load_state_dict(sd["scheduler"])
     self.cfg = CoMetConfig(**{**sd["config"], "device": self.cfg.device})
     self.epoch, self.lam, self.n_samples, self.history = sd["epoch"], sd["lam"], sd["n_samples"], list(sd["history"])
@@ -491,7 +522,6 @@ def load_checkpoint(path) -> dict:
 def load(cls: CoMet, path, model: nn.Module, device: str | None = None, callbacks=()) -> CoMet:
     "A trainer restored from a checkpoint file, for `model` (an instance of the class it was trained with)."
     sd = load_checkpoint(path)
-    if not isinstance(sd, dict) or sd.get("format") != "comet_nb.CoMet":
-        raise ValueError(f"{path} is not a comet_nb CoMet checkpoint.")
+    _check_checkpoint(sd, str(path))
     cfg = CoMetConfig(**{**sd["config"], **({"device": device} if device else {})})
     return cls(model, cfg, callbacks).load_state_dict(sd)

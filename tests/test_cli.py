@@ -32,9 +32,25 @@ def test_image_demo_writes_table_plot_and_galleries(tmp_path, capsys):
     assert "random backbone weights" in r.stdout and "contaminants" in r.stdout
     for f in ("results.csv", "noise.png", "gallery-simplenet.png", "gallery-differnet.png"):
         assert (tmp_path / "d" / f).stat().st_size > 0, f
-    first = r.stdout
+    assert "Student's 97.5 % quantile" in r.stdout
+    first, stamps = r.stdout, {p: p.stat().st_mtime_ns for p in (tmp_path / "d" / "runs").glob("*/metrics.json")}
+    assert len(stamps) == 4
     r = cli(capsys, "demo", "--seeds", "1", "--epochs", "1", "--quiet", "--out", str(tmp_path / "d"))   # finished runs are reused
-    assert r.returncode == 0 and r.stdout.split("(")[0] == first.split("(")[0]
+    assert r.returncode == 0 and r.stdout.splitlines()[:-1] == first.splitlines()[:-1]                  # all but the timing line
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_demo_verdict_statistics():
+    "The verdict's SE adds the test set's sampling error to the spread over seeds, and its critical value is Student's t."
+    from comet_nb.cli import paired_difference
+    b = [dict(i_auroc=0.80, i_auroc_se=0.03), dict(i_auroc=0.82, i_auroc_se=0.03)]
+    c = [dict(i_auroc=0.90, i_auroc_se=0.02), dict(i_auroc=0.94, i_auroc_se=0.02)]
+    md, se, crit = paired_difference(b, c)
+    assert md == pytest.approx(0.11) and crit == pytest.approx(12.706, abs=1e-3)
+    assert se == pytest.approx((0.0002 / 2 + 0.03 ** 2 + 0.02 ** 2) ** 0.5)            # sample variance of the differences 0.10, 0.12: 0.0002
+    md, se, crit = paired_difference(b[:1], c[:1])
+    assert crit == 1.96 and se == pytest.approx((0.03 ** 2 + 0.02 ** 2) ** 0.5)
+    assert paired_difference([dict(i_auroc=0.8, i_auroc_se=None)], c[:1])[1] != paired_difference([dict(i_auroc=0.8, i_auroc_se=None)], c[:1])[1]   # NaN: no SE, no verdict
 
 
 def test_weights_report_is_reproducible(tmp_path):

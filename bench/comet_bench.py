@@ -1,0 +1,515 @@
+"""Benchmark: what CoMet costs beside each model's own training, what the feature cache saves, end-to-end inference, and the κ slider.
+
+A measurement, not a test: it prints absolute times beside their ratios and writes them, with the machine, to
+OUT/NAME.json and OUT/NAME.md. Features are synthetic (torch.randn, fixed seed) and backbones have random weights
+(offline): the time of a forward or backward pass does not depend on the values.
+
+    python bench/comet_bench.py --quick                  # CPU-sized, a few minutes on 2 cores
+    python bench/comet_bench.py --device cuda            # reference sizes (see bench/gpu.sh)
+    python bench/comet_bench.py --quick --only epochs,kappa
+
+Sections (--only takes a comma-separated subset):
+  epochs     seconds per training epoch on cached features: baseline, CoMet first-order, CoMet second-order (default)
+  cache      an epoch on cached features against one that recomputes the backbone's features
+  inference  images/s and peak memory end to end (backbone + head) against the backbone alone, same batch
+  kappa      recomputing the confidence weights of 10,000 samples for a new κ
+"""
+import argparse
+import contextlib
+import ctypes
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+import comet_nb
+import comet_nb.meta as meta
+from comet_nb.differnet import DIFFERNET_REFERENCE, DIFFERNET_SMALL, DifferNet
+from comet_nb.experiments import Detector, RunConfig
+from comet_nb.features import AlexNetMultiScale, RandomWeightsWarning, WideResNetPatches, apply_views, rotation_angles, view_key
+from comet_nb.meta import CoMet, CoMetConfig, mode_dependent, resolve_device
+from comet_nb.scl import confidence_weights
+from comet_nb.simplenet import SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, patch_grid
+from comet_nb.simplenet import predict as simplenet_predict
+
+SECTIONS = ("epochs", "cache", "inference", "kappa")
+PRESETS = {("simplenet", "reference"): SIMPLENET_REFERENCE, ("simplenet", "small"): SIMPLENET_SMALL,
+           ("differnet", "reference"): DIFFERNET_REFERENCE, ("differnet", "small"): DIFFERNET_SMALL,
+           # only for --smoke: a few seconds in all
+           ("simplenet", "tiny"): dict(SIMPLENET_SMALL, image_size=32, dim=64, hidden=32),
+           ("differnet", "tiny"): dict(DIFFERNET_SMALL, image_size=64, n_scales=1, n_blocks=2, hidden=32, test_views=2)}
+METHODS = ("baseline", "comet-1st", "comet-2nd")        # comet-2nd is CoMet's default (first_order=False)
+
+# What each mode runs. Full = the papers' reference sizes (meant for a GPU); quick = what 2 CPU cores do in a few
+# minutes; smoke = seconds, only to check that the script runs (its numbers mean nothing).
+MODES = {
+    "full": dict(
+        epochs=[("simplenet", "reference", 256), ("differnet", "reference", 256)], epoch_repeats=2,
+        cache=[("simplenet", "reference", 64, METHODS[::2]), ("differnet", "reference", 64, METHODS[::2])],
+        inference=[("simplenet", "reference", 64, 32, None), ("differnet", "reference", 8, 8, None)], inference_repeats=3,
+        kappa_repeats=200),
+    "quick": dict(
+        epochs=[("simplenet", "small", 64), ("differnet", "small", 128)], epoch_repeats=1,
+        cache=[("simplenet", "reference", 8, ("baseline",)), ("differnet", "reference", 8, ("baseline",))],
+        inference=[("simplenet", "reference", 4, 4, None), ("differnet", "reference", 1, 1, 16)], inference_repeats=2,
+        kappa_repeats=50),
+    "smoke": dict(
+        epochs=[("simplenet", "tiny", 8), ("differnet", "tiny", 16)], epoch_repeats=1,
+        cache=[("simplenet", "tiny", 2, ("baseline",)), ("differnet", "tiny", 2, ("baseline",))],
+        inference=[("simplenet", "tiny", 2, 2, None), ("differnet", "tiny", 1, 1, None)], inference_repeats=1,
+        kappa_repeats=10),
+}
+N_KAPPA = 10_000
+TARGETS = dict(first_order=2.0, second_order=4.0, cache_speedup=10.0, inference_ratio=1.2, kappa_ms=50.0)
+
+
+# ---------------------------------------------------------------- small helpers
+def sync(dev):
+    if dev.type == "cuda": torch.cuda.synchronize(dev)
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def fmt_s(s: float) -> str:
+    return f"{s:.3g}" if s < 100 else f"{s:.0f}"
+
+
+def machine(dev) -> dict:
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
+    except OSError: pass
+    return dict(cpu=cpu or platform.processor() or platform.machine(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, device=str(dev), torch=torch.__version__,
+                comet_nb=comet_nb.__version__, python=platform.python_version(), platform=platform.platform())
+
+
+def _proc_kib(field: str):
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"): return int(line.split()[1])
+    except OSError: pass
+    return None
+
+
+def _trim_heap():
+    "Hand freed heap back to the OS (glibc), so that RSS growth measures what a run needs rather than what an earlier run left."
+    try: ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError): pass
+
+
+class PeakMemory:
+    """Peak memory of what runs inside the block, in MiB.
+    CUDA: torch.cuda.max_memory_allocated (peak of tensors allocated by torch on the GPU, weights included).
+    CPU: growth of the process's peak resident set (VmHWM, reset through /proc/self/clear_refs) over the RSS at the start;
+    where the peak cannot be reset, the growth of ru_maxrss (0 if an earlier part of the run peaked higher)."""
+    def __init__(self, dev): self.dev, self.mib, self.how = dev, None, None
+
+    def __enter__(self):
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev); torch.cuda.reset_peak_memory_stats(self.dev)
+            self.how = "CUDA max_memory_allocated"
+        else:
+            _trim_heap()
+            try:
+                with open("/proc/self/clear_refs", "w") as f: f.write("5")       # resets VmHWM to the current RSS
+                self.how, self.start = "CPU peak RSS growth (VmHWM)", _proc_kib("VmRSS")
+            except OSError:
+                import resource
+                self.how, self.start = "CPU peak RSS growth (ru_maxrss)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return self
+
+    def __exit__(self, *exc):
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev); self.mib = torch.cuda.max_memory_allocated(self.dev) / 2 ** 20
+        elif "VmHWM" in self.how:
+            self.mib = max(0, (_proc_kib("VmHWM") or 0) - (self.start or 0)) / 1024
+        else:
+            import resource
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self.mib = max(0, peak - self.start) / (1024 if sys.platform != "darwin" else 2 ** 20)
+        return False
+
+
+@contextlib.contextmanager
+def random_weights():
+    "Backbones with random weights are the point here (offline, same cost): silence the library's warning about them."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning); yield
+
+
+def features(model: str, p: dict, n: int, gen: torch.Generator) -> torch.Tensor:
+    "Synthetic cached features, float16 as the cache stores them: SimpleNet (N, D, h, w), DifferNet (N, V, 256·scales)."
+    if model == "simplenet":
+        h, w = patch_grid(p["image_size"]); return torch.randn(n, p["dim"], h, w, generator=gen).half()
+    return torch.randn(n, p["train_views"], 256 * p["n_scales"], generator=gen).half()
+
+
+def head(model: str, p: dict, feats: torch.Tensor):
+    "A fresh head with the preset's sizes (seed 0), its inputs scaled as the experiments do."
+    if model == "simplenet": return SimpleNet.from_preset(p, seed=0, train_features=feats)
+    return DifferNet.from_preset(p, dim=feats.shape[-1], seed=0).set_input_scale(feats)
+
+
+def trainer_config(p: dict, method: str, dev) -> CoMetConfig:
+    "As the experiments build it: the baseline is the model's own training (CoMetConfig.baseline); CoMet uses α = β = the preset's lr."
+    common = dict(n_tasks=4, epochs=p["epochs"], batch_size=p["batch_size"], beta=p["lr"], seed=0, device=str(dev))
+    if method == "baseline": return CoMetConfig.baseline(**common)
+    return CoMetConfig(**common, alpha=p["lr"], first_order=method == "comet-1st")
+
+
+def passes(model: torch.nn.Module, method: str) -> dict:
+    """Per training sample and epoch: forwards F, backwards B, second-order backwards B2, and the work in units of one forward
+    (a backward ≈ 2 forwards; the second-order term differentiates the inner step's forward + backward, ≈ 2 × 3 = 6 forwards)."""
+    if method == "baseline": F, B, B2 = 2, 1, 0                              # score the set + one training forward/backward
+    else:
+        F = 3 + int(mode_dependent(model))                                   # score + inner + validation (+ eval-mode scores of it)
+        B, B2 = 2, int(method == "comet-2nd")                                # inner + outer; outer through the inner gradient
+    return dict(F=F, B=B, B2=B2, work=F + 2 * B + 6 * B2)
+
+
+@contextlib.contextmanager
+def phase_timers(trainer: CoMet, dev):
+    "Accumulate the time spent in the trainer's phases during an epoch (wrapping the module functions it calls)."
+    acc = defaultdict(float)
+
+    def timed(fn, key):
+        def wrapper(*a, **k):
+            sync(dev); t = time.perf_counter()
+            try: return fn(*a, **k)
+            finally: sync(dev); acc[key] += time.perf_counter() - t
+        return wrapper
+
+    saved = {name: getattr(meta, name) for name in ("score_all", "meta_loss", "inner_step") if callable(getattr(meta, name, None))}
+    for name, fn in saved.items(): setattr(meta, name, timed(fn, name))
+    trainer._step = timed(trainer._step, "step")                             # an instance attribute shadows the method
+    try: yield acc
+    finally:
+        for name, fn in saved.items(): setattr(meta, name, fn)
+        trainer.__dict__.pop("_step", None)
+
+
+def breakdown(acc: dict, total: float, method: str) -> dict:
+    "Shares of an epoch: scoring the set, inner steps, validation forward, outer backward + optimiser step, the rest."
+    score, step = acc.get("score_all", 0.0), acc.get("step", 0.0)
+    if method == "baseline": parts = dict(score=score, bwd_step=step)
+    else:
+        inner = acc.get("inner_step", 0.0)
+        parts = dict(score=score, inner=inner, val=max(0.0, acc.get("meta_loss", 0.0) - inner), outer_bwd_step=step)
+    parts["fwd_rest" if method == "baseline" else "rest"] = max(0.0, total - sum(parts.values()))   # the baseline's training forward is in its rest
+    return {k: v / total for k, v in parts.items()} if total > 0 else parts
+
+
+def one_epoch(trainer: CoMet, data, dev) -> float:
+    "Run one epoch through fit; its seconds as the trainer records them (fit's one-off model check excluded)."
+    sync(dev); t0 = time.perf_counter()
+    trainer.fit(data, epochs=trainer.epoch + 1)
+    sync(dev); wall = time.perf_counter() - t0
+    return float(trainer.history[-1].get("seconds", wall))
+
+
+def epoch_time(model: str, p: dict, feats: torch.Tensor, method: str, dev, repeats: int) -> dict:
+    "Seconds per epoch (best of `repeats`, after one warm-up epoch) and where the time goes."
+    m = head(model, p, feats)
+    trainer = CoMet(m, trainer_config(p, method, dev))
+    one_epoch(trainer, feats, dev)                                           # warm-up
+    times, acc = [], None
+    for _ in range(repeats):
+        if dev.type == "cuda": times.append(one_epoch(trainer, feats, dev))
+        else:                                                                # CPU: the timers cost nothing, time and split at once
+            with phase_timers(trainer, dev) as acc: times.append(one_epoch(trainer, feats, dev))
+            split = breakdown(acc, times[-1], method)
+    if dev.type == "cuda":                                                   # GPU: the split needs syncs, so it gets its own epoch
+        with phase_timers(trainer, dev) as acc: t = one_epoch(trainer, feats, dev)
+        split = breakdown(acc, t, method)
+    return dict(seconds=min(times), steps=trainer.history[-1].get("steps"), split=split, **passes(m, method))
+
+
+SPLIT_NAMES = dict(score="score set", inner="inner steps", val="val fwd", outer_bwd_step="outer bwd+step", bwd_step="bwd+step", rest="rest", fwd_rest="fwd+rest")
+
+
+def split_text(split: dict) -> str:
+    return " · ".join(f"{SPLIT_NAMES.get(k, k)} {100 * v:.0f}%" for k, v in split.items())
+
+
+# ---------------------------------------------------------------- sections
+def bench_epochs(mode: dict, dev) -> list:
+    rows = []
+    for model, preset, n in mode["epochs"]:
+        p = PRESETS[(model, preset)]
+        feats = features(model, p, n, torch.Generator().manual_seed(0))
+        base = None
+        for method in METHODS:
+            r = epoch_time(model, p, feats, method, dev, mode["epoch_repeats"])
+            if base is None: base = r
+            row = dict(model=model, preset=preset, n=n, batch_size=p["batch_size"], shape=list(feats.shape[1:]), method=method, **r,
+                       ratio=r["seconds"] / base["seconds"], work_ratio=r["work"] / base["work"])
+            row["overhead"] = row["ratio"] / row["work_ratio"]
+            rows.append(row)
+            log(f"epochs  {model:9s} {preset:9s} N={n:<4d} {method:9s} {r['seconds']:.3f} s/epoch  ×{row['ratio']:.2f} (work ×{row['work_ratio']:.2f})  {split_text(r['split'])}")
+    return rows
+
+
+def extract(model: str, ext, images: torch.Tensor, views: int, dev, batch: int = 16) -> torch.Tensor:
+    "Features of every image (every view) as the cache would store them: float16 on the CPU."
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            x = images[s:s + batch]
+            if views > 1: x = apply_views(x, [rotation_angles(view_key(img), views) for img in x]).flatten(0, 1)
+            f = ext(x.to(dev))
+            if views > 1: f = f.reshape(-1, views, f.shape[-1])
+            out.append(f.to("cpu", torch.float16))
+    return torch.cat(out)
+
+
+def extractor(model: str, p: dict):
+    with random_weights():
+        if model == "simplenet": return WideResNetPatches(p["image_size"], pretrained=False, dim=p["dim"])
+        return AlexNetMultiScale(p["image_size"], pretrained=False, n_scales=p["n_scales"])
+
+
+def bench_cache(mode: dict, dev) -> list:
+    rows = []
+    for model, preset, n, methods in mode["cache"]:
+        p = PRESETS[(model, preset)]; S = p["image_size"]
+        views = p["train_views"] if model == "differnet" else 1
+        images = torch.rand(n, 3, S, S, generator=torch.Generator().manual_seed(0))
+        ext = extractor(model, p).to(dev)
+        extract(model, ext, images[:2], views, dev)                           # warm-up
+        sync(dev); t0 = time.perf_counter(); feats = extract(model, ext, images, views, dev); sync(dev)
+        t_extract = time.perf_counter() - t0
+        for method in methods:
+            cached = epoch_time(model, p, feats, method, dev, 1)["seconds"]
+            rows.append(dict(model=model, preset=preset, image_size=S, n=n, views=views, method=method, extract_s=t_extract,
+                             cached_s=cached, recompute_s=t_extract + cached, speedup=(t_extract + cached) / cached))
+            log(f"cache   {model:9s} {S} px N={n:<3d} {method:9s} cached {cached:.3f} s, backbone {t_extract:.3f} s → ×{rows[-1]['speedup']:.1f}")
+        del ext
+    return rows
+
+
+def best_time(fn, dev, repeats: int, mem: bool = True):
+    "Best wall time of `repeats` runs of fn() (after a warm-up run elsewhere) and the peak memory over them."
+    best, pm = math.inf, PeakMemory(dev)
+    with pm:
+        for _ in range(repeats):
+            sync(dev); t0 = time.perf_counter(); fn(); sync(dev)
+            best = min(best, time.perf_counter() - t0)
+    return best, pm
+
+
+def bench_inference(mode: dict, dev) -> list:
+    rows = []
+    for model, preset, n, batch, views in mode["inference"]:
+        p = PRESETS[(model, preset)]; S = p["image_size"]
+        images = torch.rand(n, 3, S, S, generator=torch.Generator().manual_seed(0))
+        ext = extractor(model, p).to(dev).eval()
+        if model == "simplenet":
+            net = SimpleNet.from_preset(p, seed=0).to(dev).eval()
+            e2e = lambda: simplenet_predict(net, ext, images, batch, dev)     # scores and anomaly maps
+            inputs, V = images, 1
+        else:
+            V = views or p["test_views"]
+            net = DifferNet.from_preset(p, dim=ext.dim, seed=0).to(dev).eval()
+            cfg = RunConfig(data="demo", model="differnet", preset=preset if preset in ("small", "reference") else "small",
+                            pretrained=False, device=str(dev), overrides=dict(test_views=V))   # the detector reads test_views from it
+            det = Detector(net, ext, cfg, None, dev)
+            e2e = lambda: det.predict(images, maps=False, batch_size=batch)    # views, backbone, flow: the library's inference path
+            inputs = apply_views(images, [rotation_angles(view_key(img), V) for img in images]).flatten(0, 1)   # the same views
+
+        def backbone():
+            with torch.no_grad():
+                for s in range(0, len(inputs), batch * V): ext(inputs[s:s + batch * V].to(dev))
+
+        with torch.no_grad():
+            ext(inputs[:batch * V].to(dev))                                     # warm-up
+        e2e()
+        t_bb, m_bb = best_time(backbone, dev, mode["inference_repeats"])
+        t_e2e, m_e2e = best_time(e2e, dev, mode["inference_repeats"])
+        rows.append(dict(model=model, preset=preset, image_size=S, n=n, batch=batch, views=V, e2e_s=t_e2e, backbone_s=t_bb,
+                         e2e_ips=n / t_e2e, backbone_ips=n / t_bb, ratio=t_e2e / t_bb,
+                         e2e_peak_mib=m_e2e.mib, backbone_peak_mib=m_bb.mib, memory=m_e2e.how))
+        log(f"infer   {model:9s} {S} px N={n} views={V} end to end {n / t_e2e:.2f} img/s, backbone {n / t_bb:.2f} img/s → ×{t_e2e / t_bb:.2f}")
+        del ext, net
+        if dev.type == "cuda": torch.cuda.empty_cache()
+    return rows
+
+
+def bench_kappa(mode: dict, dev) -> list:
+    rows = []
+    scores = torch.randn(N_KAPPA, generator=torch.Generator().manual_seed(0))
+    for d in [torch.device("cpu")] + ([dev] if dev.type != "cpu" else []):
+        s = scores.to(d); ms = []
+        for i in range(3): confidence_weights(s, 1.5)                          # warm-up
+        for i in range(mode["kappa_repeats"]):
+            k = 0.5 + 0.1 * (i % 26)                                           # a slider moving through κ = 0.5 … 3.0
+            sync(d); t0 = time.perf_counter(); w = confidence_weights(s, k); sync(d)
+            ms.append(1000 * (time.perf_counter() - t0))
+        rows.append(dict(device=str(d), n=N_KAPPA, repeats=len(ms), median_ms=statistics.median(ms), min_ms=min(ms), max_ms=max(ms)))
+        log(f"kappa   {d}  median {rows[-1]['median_ms']:.2f} ms over {len(ms)} recomputations of {N_KAPPA} weights")
+    return rows
+
+
+# ---------------------------------------------------------------- report
+def table(head_: list, rows: list) -> str:
+    return "\n".join(["| " + " | ".join(head_) + " |", "|" + "---|" * len(head_)] + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def targets(res: dict) -> list:
+    "(target, measured ratio, absolute numbers, verdict) for every target the run measured."
+    out = []
+    def verdict(ok, note=""): return ("met" if ok else "NOT met") + (f" ({note})" if note else "")
+    base = {(r["model"], r["preset"]): r for r in res.get("epochs", []) if r["method"] == "baseline"}
+    for r in res.get("epochs", []):
+        if r["method"] == "baseline": continue
+        lim = TARGETS["first_order"] if r["method"] == "comet-1st" else TARGETS["second_order"]
+        note = "" if r["preset"] == "reference" else f"{r['preset']} preset"
+        b = base.get((r["model"], r["preset"]))
+        out.append((f"{r['model']} {r['method']} epoch ≤ {lim:g}× baseline", f"{r['ratio']:.2f}×",
+                    f"{fmt_s(r['seconds'])} s vs {fmt_s(b['seconds']) if b else '?'} s", verdict(r["ratio"] <= lim, note)))
+    for r in res.get("cache", []):
+        if r["model"] != "simplenet": continue
+        ref = r["image_size"] == SIMPLENET_REFERENCE["image_size"] and r["preset"] == "reference"
+        out.append((f"simplenet cached epoch ≥ {TARGETS['cache_speedup']:g}× faster than recomputing ({r['method']})", f"{r['speedup']:.1f}×",
+                    f"{fmt_s(r['cached_s'])} s vs {fmt_s(r['recompute_s'])} s",
+                    verdict(r["speedup"] >= TARGETS["cache_speedup"], "" if ref else "not at the reference size")))
+    for r in res.get("inference", []):
+        out.append((f"{r['model']} inference within {TARGETS['inference_ratio']:g}× of the backbone alone", f"{r['ratio']:.2f}×",
+                    f"{r['e2e_ips']:.3g} vs {r['backbone_ips']:.3g} img/s",
+                    verdict(r["ratio"] <= TARGETS["inference_ratio"], "" if r["preset"] == "reference" else f"{r['preset']} preset")))
+    for r in res.get("kappa", []):
+        if r["device"] != "cpu": continue
+        out.append((f"κ recomputation for {r['n']:,} samples < {TARGETS['kappa_ms']:g} ms on CPU", f"{r['median_ms']:.2f} ms",
+                    f"median of {r['repeats']}", verdict(r["median_ms"] < TARGETS["kappa_ms"])))
+    return out
+
+
+def markdown(res: dict) -> str:
+    m = res["machine"]
+    lines = [f"# CoMet benchmark: {res['name']}", "",
+             f"- mode: **{res['mode']}**" + (" (sizes reduced for a CPU; see notes)" if res["mode"] != "full" else " (reference sizes)"),
+             f"- machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads)" + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU used"),
+             f"- device: {m['device']}; torch {m['torch']}; comet_nb {m['comet_nb']}; Python {m['python']}",
+             f"- started {res['started']}, ran {res['seconds']:.0f} s; sections: {', '.join(s for s in res['sections'] if s in res)}", ""]
+    lines += [f"- note: {n}" for n in res["notes"]] + [""]
+    if res.get("epochs"):
+        lines += ["## Training epoch on cached features", "",
+                  "F/B/B2: forwards, backwards and second-order backwards per sample per epoch; work in forward units (B = 2, B2 = 6). "
+                  "overhead = (time ratio) / (work ratio): 1.0 means CoMet costs exactly its extra passes.", "",
+                  table(["model", "preset", "N", "batch", "method", "s/epoch", "× baseline", "F/B/B2", "work", "work ×", "overhead", "steps", "where the time goes"],
+                        [[r["model"], r["preset"], r["n"], r["batch_size"], r["method"], fmt_s(r["seconds"]), f"{r['ratio']:.2f}",
+                          f"{r['F']}/{r['B']}/{r['B2']}", r["work"], f"{r['work_ratio']:.2f}", f"{r['overhead']:.2f}", r["steps"],
+                          split_text(r["split"])] for r in res["epochs"]]), ""]
+    if res.get("cache"):
+        lines += ["## Cached features against recomputing the backbone every epoch", "",
+                  "recomputing = one backbone pass over the training images (all views) + the same epoch on its features; "
+                  "images are already in memory (no decoding), so this is a lower bound and the speed-up conservative.", "",
+                  table(["model", "size", "images", "views", "method", "backbone pass (s)", "cached epoch (s)", "recomputing epoch (s)", "speed-up"],
+                        [[r["model"], f"{r['image_size']} px", r["n"], r["views"], r["method"], fmt_s(r["extract_s"]), fmt_s(r["cached_s"]),
+                          fmt_s(r["recompute_s"]), f"{r['speedup']:.1f}×"] for r in res["cache"]]), ""]
+    if res.get("inference"):
+        how = res["inference"][0]["memory"]
+        lines += ["## Inference, end to end against the backbone alone (same images, same batches)", "",
+                  f"peak memory: {how}.", "",
+                  table(["model", "size", "images", "batch", "views", "end to end (img/s)", "backbone alone (img/s)", "ratio", "peak MiB e2e", "peak MiB backbone"],
+                        [[r["model"], f"{r['image_size']} px", r["n"], r["batch"], r["views"], f"{r['e2e_ips']:.3g}", f"{r['backbone_ips']:.3g}",
+                          f"{r['ratio']:.2f}×", f"{r['e2e_peak_mib']:.0f}", f"{r['backbone_peak_mib']:.0f}"] for r in res["inference"]]), ""]
+    if res.get("kappa"):
+        lines += ["## κ slider: confidence weights of 10,000 samples recomputed", "",
+                  table(["device", "samples", "repeats", "median (ms)", "min (ms)", "max (ms)"],
+                        [[r["device"], f"{r['n']:,}", r["repeats"], f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}", f"{r['max_ms']:.2f}"] for r in res["kappa"]]), ""]
+    lines += targets_md(res)
+    return "\n".join(lines) + "\n"
+
+
+def targets_md(res: dict) -> list:
+    t = targets(res)
+    return ["## Targets", "", table(["target", "measured", "absolute", "verdict"], [list(r) for r in t]), ""] if t else []
+
+
+def atomic_write(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f: f.write(text); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o644); os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp): os.unlink(tmp)
+        raise
+
+
+def finite(x):
+    if isinstance(x, dict): return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x): return None
+    return x
+
+
+def notes(mode_name: str, mode: dict, sections) -> list:
+    out = ["synthetic features (torch.randn, seed 0) and random-weight backbones: timings only, no accuracy"]
+    if mode_name == "full": return out
+    if "epochs" in sections:
+        out.append("epochs: the small presets (" + ", ".join(f"{m} N={n}" for m, _, n in mode["epochs"]) +
+                   "), not the reference sizes, which take minutes per epoch on a CPU")
+    if "cache" in sections:
+        out.append("cache: " + ", ".join(f"{m} {PRESETS[(m, p)]['image_size']} px with {n} images" for m, p, n, _ in mode["cache"]) +
+                   ", baseline only (full mode: 64 images, baseline and CoMet)")
+    if "inference" in sections:
+        out.append("inference: " + ", ".join(f"{m} {PRESETS[(m, p)]['image_size']} px, {n} image(s)" + (f", {v} test views instead of "
+                   f"{PRESETS[(m, p)]['test_views']}" if v else "") for m, p, n, _, v in mode["inference"]) + f", best of {mode['inference_repeats']}")
+    if "kappa" in sections: out.append(f"kappa: {mode['kappa_repeats']} repeats")
+    if mode_name == "smoke": out.insert(0, "SMOKE RUN: tiny sizes to check the script runs; the numbers mean nothing")
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.split("\n")[2:]))
+    ap.add_argument("--quick", action="store_true", help="CPU-sized: small presets for epochs, few images, fewer repeats")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: only checks that the script runs")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    ap.add_argument("--out", default="bench/results", help="folder for NAME.json and NAME.md (default bench/results)")
+    ap.add_argument("--name", default=None, help="file name without suffix (default: timestamp, mode and device)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--brief", action="store_true", help="print only the targets table at the end")
+    a = ap.parse_args(argv)
+    sections = [s.strip() for s in a.only.split(",") if s.strip()]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad or not sections: ap.error(f"--only: unknown section(s) {bad or a.only!r}; choose from {', '.join(SECTIONS)}")
+    try: dev = resolve_device(a.device)
+    except ValueError as e: ap.error(str(e))
+    mode_name = "smoke" if a.smoke else "quick" if a.quick else "full"
+    mode = MODES[mode_name]
+    if mode_name == "full" and dev.type == "cpu":
+        log("note: full mode at reference sizes on a CPU takes a long time; --quick is sized for CPUs.")
+    name = a.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{mode_name}-{dev.type}"
+    res = dict(name=name, mode=mode_name, started=time.strftime("%Y-%m-%d %H:%M:%S"), machine=machine(dev), sections=sections,
+               targets=TARGETS, notes=notes(mode_name, mode, sections), argv=sys.argv[1:])
+    t0, out = time.perf_counter(), Path(a.out)
+    runners = dict(epochs=bench_epochs, cache=bench_cache, inference=bench_inference, kappa=bench_kappa)
+    for s in SECTIONS:
+        if s not in sections: continue
+        res[s] = runners[s](mode, dev)
+        res["seconds"] = time.perf_counter() - t0
+        res["verdicts"] = [dict(target=t, measured=m, absolute=x, verdict=v) for t, m, x, v in targets(res)]
+        md = markdown(res)                                                   # after every section: a run cut short keeps what it measured
+        atomic_write(out / f"{name}.json", json.dumps(finite(res), indent=2, default=str) + "\n")
+        atomic_write(out / f"{name}.md", md)
+    print("\n".join(targets_md(res)) if a.brief else md)
+    print(f"written: {out / (name + '.json')} and {out / (name + '.md')} ({res['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
