@@ -12,7 +12,6 @@ __all__ = ['FORMATS', 'MODELS', 'METHODS', 'PRESET_NAMES', 'PRESETS', 'PROTOCOL'
 
 # %% ../nbs/31_experiments.ipynb #47b0598f
 import csv
-import hashlib
 import io
 import json
 import math
@@ -35,7 +34,7 @@ from PIL import Image
 import comet_nb
 from .data import UNKNOWN, ADDataset, Record, Split, categories, contaminate, image_files, image_folder, ksdd2, load_image, mvtec, viaduct
 from .demo import demo
-from .features import AlexNetMultiScale, WideResNetPatches, apply_views, extract_features, rotation_angles, view_key
+from .features import AlexNetMultiScale, WideResNetPatches, _batch_features, extract_features
 from .meta import CoMet, CoMetConfig, ProgressBar, SaveCheckpoint, atomic_file, resolve_device, score_all
 from .differnet import DIFFERNET_REFERENCE, DIFFERNET_SMALL, DifferNet, gradient_maps, lambda0_for
 from .simplenet import SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, predict as simplenet_predict
@@ -530,12 +529,13 @@ class Detector:
         x = TF.resize(x, [size, size], antialias=True)
         return TF.center_crop(x, [S, S]) if size != S else x
 
-    def _differnet(self, x: torch.Tensor, keys: list, maps: bool):
-        "DifferNet scores over `test_views` rotations (phases from the keys, as in the feature cache), and gradient maps if asked."
-        V = self.preset["test_views"]
-        views = apply_views(x, [rotation_angles(k, V, 0) for k in keys]).to(self.device)
-        with torch.no_grad(): f = self.extractor(views.flatten(0, 1)).reshape(len(x), V, -1)
-        return _model_scores(self.model, f, device=self.device), gradient_maps(self.model, self.extractor, x, sigma=4.0).cpu() if maps else None
+    def _differnet(self, xs: list, maps: bool):
+        "DifferNet scores over `test_views` rotations, computed as the feature cache computes them (mixed sizes included); gradient maps if asked."
+        with torch.no_grad(): f = _batch_features(self.extractor, [dict(image=t, path="image") for t in xs], self.preset["test_views"], 0, self.device)
+        sc = _model_scores(self.model, f, device=self.device)
+        if not maps: return sc, []
+        groups = [xs] if len({t.shape for t in xs}) == 1 else [[t] for t in xs]   # maps of one size per call
+        return sc, [gradient_maps(self.model, self.extractor, torch.stack(g), sigma=4.0).cpu() for g in groups]
 
     def predict(self, images, maps: bool | None = None, batch_size: int = 16) -> dict:
         "dict(scores (N,), maps (N, S, S) or None, verdicts (N,) = score > threshold or None, paths) for a tensor, image paths or a folder."
@@ -544,20 +544,17 @@ class Detector:
         n = len(x_all) if x_all is not None else len(paths)
         scores, all_maps = [], []
         for s in range(0, n, batch_size):
-            if x_all is not None: xs, keys = list(x_all[s:s + batch_size]), None
+            if x_all is not None: xs = list(x_all[s:s + batch_size])
             elif isinstance(self.model, SimpleNet):
                 ds = make_dataset([_record(p) for p in paths[s:s + batch_size]], self.config)
-                xs, keys = [ds[i]["image"] for i in range(len(ds))], None
-            else: xs, keys = [load_image(p) for p in paths[s:s + batch_size]], None
+                xs = [ds[i]["image"] for i in range(len(ds))]
+            else: xs = [load_image(p) for p in paths[s:s + batch_size]]
             if isinstance(self.model, SimpleNet):
                 sc, mp = simplenet_predict(self.model, self.extractor, self._fit(torch.stack(xs)), batch_size, self.device)
                 scores.append(sc); all_maps.append(mp)
-            else:                                              # images of several sizes go one at a time
-                groups = [xs] if len({t.shape for t in xs}) == 1 else [[t] for t in xs]
-                ks, j = [view_key(t) for t in xs], 0                # the views of training: phases from the pixels
-                for g in groups:
-                    sc, mp = self._differnet(torch.stack(g), ks[j:j + len(g)], want); j += len(g)
-                    scores.append(sc); all_maps.append(mp)
+            else:
+                sc, mps = self._differnet(xs, want)
+                scores.append(sc); all_maps += mps
         sc, mp = torch.cat(scores), None
         if want: mp = torch.cat(all_maps) if len({m.shape[-2:] for m in all_maps}) == 1 else [m for b in all_maps for m in b]   # a list if sizes differ
         return dict(scores=sc, maps=mp, verdicts=None if self.threshold is None else sc > self.threshold,

@@ -15,10 +15,8 @@ import functools
 import hashlib
 import inspect
 import json
-import math
 import os
 import re
-import shutil
 import socket
 import warnings
 import zlib
@@ -233,7 +231,7 @@ def _shape_error(samples, shapes):
 
 def _compute(dataset, extractor, n_views, view_seed, batch_size, dev, tmp_arr, progress):
     "Run the extractor over the dataset in batches: (features float16 array (N, ...), per-row CRCs)."
-    n, out, crcs = len(dataset), None, []
+    n, out, crcs, first = len(dataset), None, [], None      # first: a sample of the first batch, to name in a size error
     if tmp_arr is not None: tmp_arr.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), tqdm(total=n, desc=f"features {extractor.spec['backbone']}", disable=not progress, leave=False) as bar:
         for s in range(0, n, batch_size):

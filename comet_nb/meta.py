@@ -15,9 +15,8 @@ import math
 import os
 import random
 import secrets
-import tempfile
 import time
-from dataclasses import dataclass, asdict, fields, replace
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
 import torch
