@@ -7,7 +7,8 @@ Docs: https://comet-nb.github.io/comet_nb/cli.html.md"""
 # %% auto #0
 __all__ = ['METHODS', 'COLUMNS', 'EXECUTORS', 'DEMO_EPOCHS', 'toy_demo', 'weights_report', 'run_config', 'train_command',
            'eval_command', 'sweep_grid', 'train_one', 'run_sweep', 'paper_tables', 'noise_plot', 'sweep_command',
-           'ray_runs', 'paired_difference', 'demo_table', 'image_demo', 'demo_command', 'build_parser', 'main']
+           'ray_runs', 'paired_difference', 'demo_table', 'image_demo', 'demo_command', 'explore_command',
+           'build_parser', 'main']
 
 # %% ../nbs/35_cli.ipynb #263cd9b1
 import argparse
@@ -396,6 +397,43 @@ def demo_command(args) -> str:
     if not noise: raise ValueError(f"--noise {args.noise!r}: give one or more comma-separated fractions in [0, 1), e.g. 0.1 or 0,0.1.")
     return image_demo(args.out, 2 if args.seeds is None else args.seeds, noise, args.category, args.epochs, args.image_size, progress=not args.quiet)
 
+# %% ../nbs/35_cli.ipynb #10541d12
+def _explore_settings(args) -> dict:
+    "The Explorer's settings from the command line, checked (data, category, ranges) before any server starts."
+    from comet_nb.explorer import ExplorerSession, check_settings
+    s = dict(data=args.data, category=args.category, model=args.model, method=args.method, noise=args.noise, kappa=args.kappa, epochs=args.epochs,
+             device=args.device, pretrained=args.pretrained)
+    s = {k: v for k, v in s.items() if v is not None}
+    check_settings(**{k: v for k, v in s.items() if k in ("model", "method", "noise", "kappa", "epochs")})
+    cats = ExplorerSession(s.get("data", "demo"), device=s.get("device", "auto")).categories     # a missing folder or device fails here
+    if s.get("category") is not None and s["category"] not in cats:
+        raise ValueError(f"category {s['category']!r} is not in {s.get('data', 'demo')}; its categories are: {', '.join(map(str, cats))}.")
+    return s
+
+def explore_command(args) -> str:
+    "`comet-nb explore`: serve the explorer with Voilà on localhost until Ctrl-C, or write its notebook (--notebook)."
+    import importlib.util, subprocess, tempfile
+    import nbformat
+    from comet_nb.explorer import app_notebook
+    nb = app_notebook(**_explore_settings(args))
+    if args.notebook:
+        Path(args.notebook).parent.mkdir(parents=True, exist_ok=True); nbformat.write(nb, args.notebook)
+        return f"wrote {args.notebook}: open it in JupyterLab, or serve it with `voila {args.notebook}`."
+    if importlib.util.find_spec("voila") is None:
+        raise RuntimeError("comet-nb explore serves the page with Voilà, which is not installed here: pip install voila (it is a dependency of comet_nb).")
+    with tempfile.TemporaryDirectory(prefix="comet-nb-explore-") as d:
+        page = Path(d) / "CoMet explorer.ipynb"; nbformat.write(nb, page)
+        cmd = [sys.executable, "-m", "voila", str(page), f"--port={args.port}", f"--Voila.ip={args.ip}", "--show_tracebacks=True"]
+        if args.no_browser: cmd.append("--no-browser")
+        print(f"comet-nb explore: the explorer at http://{args.ip}:{args.port}/ (Ctrl-C stops it)", flush=True)
+        proc = subprocess.Popen(cmd, cwd=d)
+        try: rc = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate(); proc.wait(30); return "comet-nb explore: stopped."
+    if rc: raise RuntimeError(f"the Voilà server exited with status {rc} (its messages are above); is port {args.port} in use? Try --port.")
+    return "comet-nb explore: the server stopped."
+
+
 # %% ../nbs/35_cli.ipynb #d53df33d
 _FORMATS = ("auto", "mvtec", "viaduct", "ksdd2", "folder", "demo")   # the dataset layouts of comet_nb.experiments (not imported: --help stays instant)
 
@@ -464,6 +502,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", help="'auto' (default: CUDA if present, else Apple's MPS, else CPU; not necessarily where the run trained), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--out", help="folder for scores.csv (and maps); default: print only")
+    x = sub.add_parser("explore", help="the interactive explorer (κ, γ, λ0, noise; live figures) as a web page on this machine",
+                       description="Serve the explorer of notebook 40 with Voilà on localhost: sliders for κ, γ, λ0 and the contamination, "
+                                   "live training on cached features, the paper's Figures 1, 2 and 5. Ctrl-C stops it.")
+    x.add_argument("--data", help="dataset folder, or 'demo' (default: demo)")
+    x.add_argument("--category", help="category to start with (default: the dataset's first)")
+    x.add_argument("--model", choices=("differnet", "simplenet"), help="model to start with (default: simplenet)")
+    x.add_argument("--method", choices=("baseline", "comet"), help="method to start with (default: comet)")
+    x.add_argument("--noise", type=float, help="contamination to start with, 0 to 0.5 (default: 0.1)")
+    x.add_argument("--kappa", type=float, help="κ to start with, 0 to 5 (default: 1.5)")
+    x.add_argument("--epochs", type=int, help="epochs per run (default: 10 on a CPU, the preset's on a GPU)")
+    x.add_argument("--device", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    _pretrained_flags(x, None)
+    x.add_argument("--port", type=int, default=8866, help="port of the page (default: 8866)")
+    x.add_argument("--ip", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
+    x.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    x.add_argument("--notebook", help="write the page's notebook to this path instead of serving it")
     s = sub.add_parser("sweep", help="a grid of runs, one CSV, and the paper's tables and noise plot",
                        description="Train every combination of categories, models, methods, noise levels and seeds (finished runs are skipped, "
                                    "interrupted ones resume), then write results.csv, tables.md (Tables 1-5 layout) and noise.png (Fig. 5).")
@@ -495,6 +549,7 @@ def main(argv=None) -> int:
         elif args.command == "train": print(train_command(args))
         elif args.command == "eval": print(eval_command(args))
         elif args.command == "sweep": print(sweep_command(args))
+        elif args.command == "explore": print(explore_command(args))
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:   # bad arguments or data: one line, status 2
         print(f"comet-nb {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -57,7 +57,7 @@ def test_settings():
     dev = cfg["project"]["optional-dependencies"]["dev"]
     assert any(re.fullmatch(r"nbdev==[\d.]+", d) for d in dev), "nbdev must be pinned exactly"
     runtime = {re.split(r"[<>=!~ ]", d)[0] for d in cfg["project"]["dependencies"]}
-    assert {"torch", "torchvision", "timm", "matplotlib", "seaborn", "scikit-learn", "ipywidgets", "jupyterlab", "tqdm"} <= runtime
+    assert {"torch", "torchvision", "timm", "matplotlib", "seaborn", "scikit-learn", "ipywidgets", "jupyterlab", "voila", "tqdm"} <= runtime
     torch_req = next(d for d in cfg["project"]["dependencies"] if d.startswith("torch") and not d.startswith("torchvision"))
     assert "==" not in torch_req and "<" not in torch_req, "don't pin torch tighter than a floor"
 
@@ -72,3 +72,30 @@ def test_notebooks_have_title_and_subtitle():
     for path in sorted((ROOT / "nbs").glob("*.ipynb")):
         first = "".join(json.loads(path.read_text(encoding="utf-8"))["cells"][0]["source"])
         assert re.match(r"# \S", first) and "\n> " in first, f"{path.name}: first cell needs an H1 title and a > subtitle"
+
+
+def test_sidebar_follows_the_learning_path():
+    import yaml
+    contents = yaml.safe_load((ROOT / "nbs" / "sidebar.yml").read_text())["website"]["sidebar"]["contents"]
+    sections = [c["section"] for c in contents if isinstance(c, dict)]
+    assert sections == ["Core", "Data", "Models", "Experiments", "Explorer", "Tutorials"]
+    core = next(c["contents"] for c in contents if isinstance(c, dict) and c["section"] == "Core")
+    assert core[:3] == ["00_scl.ipynb", "01_uncertainty.ipynb", "02_meta.ipynb"], "SCL → uncertainty → meta"
+
+
+def test_home_page_links_and_cites_the_paper():
+    index = (ROOT / "nbs" / "index.ipynb").read_text(encoding="utf-8")
+    assert "https://arxiv.org/abs/2508.02293" in index and "@inproceedings{" in index
+    assert "Towards Real Unsupervised Anomaly Detection Via Confident Meta-Learning" in index
+
+
+MAX_NOTEBOOK_KB, MAX_PNG_KB = 300, 150
+
+
+def test_stored_outputs_stay_small():
+    "Figures are stored so the docs show them without running anything, but a notebook must not grow by megabytes of PNGs."
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        png = sum(len(o.get("data", {}).get("image/png", "")) for c in nb["cells"] for o in c.get("outputs", []))
+        assert path.stat().st_size <= MAX_NOTEBOOK_KB * 1024, f"{path.name}: {path.stat().st_size // 1024} KB stored; shrink its outputs"
+        assert png <= MAX_PNG_KB * 1024, f"{path.name}: {png // 1024} KB of PNG outputs; lower the dpi or show fewer figures"
