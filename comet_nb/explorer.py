@@ -8,7 +8,7 @@ Docs: https://comet-nb.github.io/comet_nb/explorer.html.md"""
 __all__ = ['CPU_EPOCHS', 'CPU_BATCH', 'RANGES', 'kappa_weights', 'scores_figure', 'lambda_figure', 'Stopped', 'ExplorerSession',
            'check_settings', 'Explorer', 'app_notebook']
 
-# %% ../nbs/40_explorer.ipynb #4304cee4
+# %% ../nbs/40_explorer.ipynb #14eea0c4
 import html
 import io
 import threading
@@ -23,7 +23,7 @@ from .meta import Callback, CoMet, resolve_device
 from .metrics import lowest_weight_gallery
 from .scl import iqr_threshold, score_origin, weights_at
 
-# %% ../nbs/40_explorer.ipynb #0a5b7180
+# %% ../nbs/40_explorer.ipynb #873921dd
 def kappa_weights(scores,            # (N,) training scores a_θ(x_i) of one epoch, cached
                   kappa: float       # κ of Eq. 2
                  ) -> dict:          # t, origin o, weights w (N,), n_flagged (how many w_i < 1)
@@ -34,7 +34,7 @@ def kappa_weights(scores,            # (N,) training scores a_θ(x_i) of one epo
     w = weights_at(a, t, o)
     return dict(t=float(t), origin=float(o), weights=w, n_flagged=int((w < 1).sum()))
 
-# %% ../nbs/40_explorer.ipynb #8b787de9
+# %% ../nbs/40_explorer.ipynb #cc860c89
 def _png(fig: Figure, dpi: int = 72) -> bytes:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi); return buf.getvalue()
 
@@ -87,7 +87,7 @@ def lambda_figure(rounds,       # [{'epoch', 'lam', 'det_sigma'}], one per meta 
     fig.tight_layout()
     return fig
 
-# %% ../nbs/40_explorer.ipynb #ede7d8f4
+# %% ../nbs/40_explorer.ipynb #ad426213
 CPU_EPOCHS = {"simplenet": 10, "differnet": 10}     # the presets' 120 / 60 epochs are a GPU's job
 CPU_BATCH = {"simplenet": 8, "differnet": 16}
 
@@ -158,7 +158,7 @@ class ExplorerSession:
         except Stopped: run["stopped"] = True
         return run
 
-# %% ../nbs/40_explorer.ipynb #d6936274
+# %% ../nbs/40_explorer.ipynb #e8559900
 RANGES = dict(noise=(0.0, 0.5), kappa=(0.0, 5.0), gamma=(0.0, 5.0), epochs=(1, 200))   # what the sliders can show
 
 def check_settings(model: str = "simplenet", method: str = "comet", noise: float = 0.1, kappa: float = 1.5, gamma: float = 0.5,
@@ -178,7 +178,7 @@ class Explorer:
     "Sliders for κ, γ, λ0 and the contamination, model/method/category choices, live figures, Train and Stop. `show()` displays it."
     def __init__(self, data="demo", category=None, model: str = "simplenet", method: str = "comet", noise: float = 0.1, kappa: float = 1.5,
                  gamma: float = 0.5, lambda0: float | None = None, epochs: int | None = None, device="auto", pretrained=False, seed: int = 0,
-                 autostart: bool = True, gallery: int = 8):
+                 autostart: bool = True, gallery: int = 8, dpi: int = 90):
         import ipywidgets as W
         check_settings(model, method, noise, kappa, gamma, lambda0, epochs)
         self.session = s = ExplorerSession(data, device, pretrained, seed)
@@ -201,7 +201,7 @@ class Explorer:
         self.device_label = W.HTML(f"device: <b>{s.device}</b>{html.escape(note)}")
         self.status = W.HTML("ready")
         self.scores_image, self.lambda_image, self.gallery_image = (W.Image(format="png") for _ in range(3))
-        self.n_gallery, self.run, self.error, self.state = gallery, None, None, {}
+        self.n_gallery, self.dpi, self.run, self.error, self.state = gallery, dpi, None, None, {}
         self._thread, self._stop, self._lock = None, threading.Event(), threading.Lock()
         self.kappa.observe(lambda ch: self._draw_kappa(), "value")
         for w in (self.gamma, self.lambda0, self.noise, self.model, self.method, self.category, self.epochs): w.observe(lambda ch: self.start(), "value")
@@ -266,18 +266,18 @@ class Explorer:
         with self._lock:
             t0 = time.perf_counter(); k = kappa_weights(a, kappa); ms = 1000 * (time.perf_counter() - t0)
             down = (k["weights"] < 1).numpy()
-            _show(self.scores_image, scores_figure(a, bad, kappa))
+            _show(self.scores_image, scores_figure(a, bad, kappa), self.dpi)
             if self.n_gallery:
-                _show(self.gallery_image, lowest_weight_gallery([r.path for r in run["records"]], k["weights"], a, k=self.n_gallery, known_defective=bad))
+                _show(self.gallery_image, lowest_weight_gallery([r.path for r in run["records"]], k["weights"], a, k=self.n_gallery, known_defective=bad), self.dpi)
             self.state = dict(kappa=kappa, t=k["t"], n_flagged=k["n_flagged"], n_flagged_contaminants=int((down & bad).sum()), n_train=len(a),
                               n_contaminants=int(bad.sum()), epoch=run["history"][-1]["epoch"] + 1, weights_ms=ms)
 
     def _draw_lambda(self):
         run = self.run
         if run is None: return
-        with self._lock: _show(self.lambda_image, lambda_figure(run["rounds"], run["history"], run["lambda0"]))
+        with self._lock: _show(self.lambda_image, lambda_figure(run["rounds"], run["history"], run["lambda0"]), self.dpi)
 
-# %% ../nbs/40_explorer.ipynb #c9d1b220
+# %% ../nbs/40_explorer.ipynb #00956099
 def app_notebook(**settings) -> "nbformat.NotebookNode":
     "The notebook `comet-nb explore` serves with Voilà: a title, how to use it, and `Explorer(**settings).show()`."
     import nbformat
