@@ -8,7 +8,7 @@ Docs: https://comet-nb.github.io/comet_nb/explorer.html.md"""
 __all__ = ['CPU_EPOCHS', 'CPU_BATCH', 'RANGES', 'kappa_weights', 'scores_figure', 'lambda_figure', 'Stopped', 'ExplorerSession',
            'check_settings', 'Explorer', 'app_notebook']
 
-# %% ../nbs/40_explorer.ipynb #14eea0c4
+# %% ../nbs/40_explorer.ipynb #e2a9fe91
 import html
 import io
 import threading
@@ -23,7 +23,7 @@ from .meta import Callback, CoMet, resolve_device
 from .metrics import lowest_weight_gallery
 from .scl import iqr_threshold, score_origin, weights_at
 
-# %% ../nbs/40_explorer.ipynb #873921dd
+# %% ../nbs/40_explorer.ipynb #31e881c2
 def kappa_weights(scores,            # (N,) training scores a_θ(x_i) of one epoch, cached
                   kappa: float       # κ of Eq. 2
                  ) -> dict:          # t, origin o, weights w (N,), n_flagged (how many w_i < 1)
@@ -34,7 +34,7 @@ def kappa_weights(scores,            # (N,) training scores a_θ(x_i) of one epo
     w = weights_at(a, t, o)
     return dict(t=float(t), origin=float(o), weights=w, n_flagged=int((w < 1).sum()))
 
-# %% ../nbs/40_explorer.ipynb #cc860c89
+# %% ../nbs/40_explorer.ipynb #b748d8c5
 def _png(fig: Figure, dpi: int = 72) -> bytes:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi); return buf.getvalue()
 
@@ -87,7 +87,7 @@ def lambda_figure(rounds,       # [{'epoch', 'lam', 'det_sigma'}], one per meta 
     fig.tight_layout()
     return fig
 
-# %% ../nbs/40_explorer.ipynb #ad426213
+# %% ../nbs/40_explorer.ipynb #6e917257
 CPU_EPOCHS = {"simplenet": 10, "differnet": 10}     # the presets' 120 / 60 epochs are a GPU's job
 CPU_BATCH = {"simplenet": 8, "differnet": 16}
 
@@ -158,7 +158,7 @@ class ExplorerSession:
         except Stopped: run["stopped"] = True
         return run
 
-# %% ../nbs/40_explorer.ipynb #e8559900
+# %% ../nbs/40_explorer.ipynb #82877144
 RANGES = dict(noise=(0.0, 0.5), kappa=(0.0, 5.0), gamma=(0.0, 5.0), epochs=(1, 200))   # what the sliders can show
 
 def check_settings(model: str = "simplenet", method: str = "comet", noise: float = 0.1, kappa: float = 1.5, gamma: float = 0.5,
@@ -277,7 +277,7 @@ class Explorer:
         if run is None: return
         with self._lock: _show(self.lambda_image, lambda_figure(run["rounds"], run["history"], run["lambda0"]), self.dpi)
 
-# %% ../nbs/40_explorer.ipynb #00956099
+# %% ../nbs/40_explorer.ipynb #63f701f8
 def app_notebook(**settings) -> "nbformat.NotebookNode":
     "The notebook `comet-nb explore` serves with Voilà: a title, how to use it, and `Explorer(**settings).show()`."
     import nbformat
