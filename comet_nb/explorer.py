@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from .data import categories, contaminate
 from .demo import DEMO_CATEGORIES
-from .experiments import MODELS, RunConfig, _lambda0, detect_format, load_split, make_extractor, make_model, run_features, trainer_config
+from .experiments import MODELS, PRESETS, RunConfig, _lambda0, detect_format, load_split, make_extractor, make_model, run_features, trainer_config
 from .meta import Callback, CoMet, resolve_device
 from .metrics import lowest_weight_gallery
 from .scl import iqr_threshold, score_origin, weights_at
@@ -195,7 +195,7 @@ class Explorer:
         self.model = W.ToggleButtons(options=list(MODELS), value=model, style={"button_width": "85px"})
         self.method = W.ToggleButtons(options=["comet", "baseline"], value=method, style={"button_width": "85px"})
         self.category = W.Dropdown(options=[(str(c), c) for c in cats], value=category if category is not None else cats[0], description="category", layout=lay, style=st)
-        self.epochs = W.IntSlider(value=epochs or (CPU_EPOCHS[model] if cpu else 60), min=1, max=RANGES["epochs"][1], description="epochs", **later)
+        self.epochs = W.IntSlider(value=epochs or (CPU_EPOCHS[model] if cpu else PRESETS[(model, "small")]["epochs"]), min=1, max=RANGES["epochs"][1], description="epochs", **later)
         self.train_button, self.stop_button = W.Button(description="Train", icon="play"), W.Button(description="Stop", icon="stop")
         note = " — no GPU here, so fewer epochs and larger batches than the paper's presets" if cpu else ""
         self.device_label = W.HTML(f"device: <b>{s.device}</b>{html.escape(note)}")

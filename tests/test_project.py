@@ -99,3 +99,12 @@ def test_stored_outputs_stay_small():
         png = sum(len(o.get("data", {}).get("image/png", "")) for c in nb["cells"] for o in c.get("outputs", []))
         assert path.stat().st_size <= MAX_NOTEBOOK_KB * 1024, f"{path.name}: {path.stat().st_size // 1024} KB stored; shrink its outputs"
         assert png <= MAX_PNG_KB * 1024, f"{path.name}: {png // 1024} KB of PNG outputs; lower the dpi or show fewer figures"
+
+
+def test_gpu_cells_run_on_a_cpu_too():
+    "In JupyterLab every cell runs, flags or not: a `#| gpu` cell must say there is no GPU, not crash the notebook on a laptop."
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            src = "".join(cell["source"])
+            if cell["cell_type"] == "code" and src.startswith("#| gpu"):
+                assert "if not torch.cuda.is_available(): print(" in src.splitlines()[1], f"{path.name}: a #| gpu cell without the CPU guard"
