@@ -9,7 +9,8 @@ OUT/NAME.json and OUT/NAME.md. Features are synthetic (torch.randn, fixed seed) 
     python bench/comet_bench.py --quick --only epochs,kappa
 
 Sections (--only takes a comma-separated subset):
-  epochs     seconds per training epoch on cached features: baseline, CoMet first-order, CoMet second-order (default)
+  epochs     seconds per training epoch on cached features: baseline, CoMet first-order, CoMet second-order (default),
+             and both orders with the round's tasks vmapped (CoMetConfig(vectorize=True)) against the loop over tasks
   cache      an epoch on cached features against one that recomputes the backbone's features
   inference  images/s and peak memory end to end (backbone + head) against the backbone alone, same batch
   kappa      recomputing the confidence weights of 10,000 samples for a new κ
@@ -48,22 +49,23 @@ PRESETS = {("simplenet", "reference"): SIMPLENET_REFERENCE, ("simplenet", "small
            ("simplenet", "tiny"): dict(SIMPLENET_SMALL, image_size=32, dim=64, hidden=32),
            ("differnet", "tiny"): dict(DIFFERNET_SMALL, image_size=64, n_scales=1, n_blocks=2, hidden=32, test_views=2)}
 METHODS = ("baseline", "comet-1st", "comet-2nd")        # comet-2nd is CoMet's default (first_order=False)
+VMAP_METHODS = ("comet-1st-vmap", "comet-2nd-vmap")     # the same with CoMetConfig(vectorize=True): tasks under torch.func.vmap
 
 # What each mode runs. Full = the papers' reference sizes (meant for a GPU); quick = what 2 CPU cores do in a few
 # minutes; smoke = seconds, only to check that the script runs (its numbers mean nothing).
 MODES = {
     "full": dict(
-        epochs=[("simplenet", "reference", 256, 2), ("differnet", "reference", 256, 2)],       # (model, preset, N, timed epochs)
+        epochs=[("simplenet", "reference", 256, 2, True), ("differnet", "reference", 256, 2, True)],   # (model, preset, N, timed epochs, vmap rows)
         cache=[("simplenet", "reference", 64, METHODS[::2]), ("differnet", "reference", 64, METHODS[::2])],
         inference=[("simplenet", "reference", 64, 32, None), ("differnet", "reference", 8, 8, None)], inference_repeats=3,
         kappa_repeats=200),
     "quick": dict(
-        epochs=[("simplenet", "small", 64, 5), ("differnet", "small", 128, 5), ("simplenet", "reference", 16, 1)],
+        epochs=[("simplenet", "small", 64, 5, True), ("differnet", "small", 128, 5, True), ("simplenet", "reference", 16, 1, False)],
         cache=[("simplenet", "reference", 8, ("baseline",)), ("differnet", "reference", 8, ("baseline",))],
         inference=[("simplenet", "reference", 4, 4, None), ("differnet", "reference", 2, 2, 16)], inference_repeats=3,
         kappa_repeats=50),
     "smoke": dict(
-        epochs=[("simplenet", "tiny", 8, 1), ("differnet", "tiny", 16, 1)],
+        epochs=[("simplenet", "tiny", 8, 1, True), ("differnet", "tiny", 16, 1, True)],
         cache=[("simplenet", "tiny", 2, ("baseline",)), ("differnet", "tiny", 2, ("baseline",))],
         inference=[("simplenet", "tiny", 2, 2, None), ("differnet", "tiny", 1, 1, None)], inference_repeats=1,
         kappa_repeats=10),
@@ -93,7 +95,14 @@ def machine(dev) -> dict:
     except OSError: pass
     return dict(cpu=cpu or platform.processor() or platform.machine(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 gpu=torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, device=str(dev), torch=torch.__version__,
-                comet_nb=comet_nb.__version__, python=platform.python_version(), platform=platform.platform())
+                comet_nb=comet_nb.__version__, python=platform.python_version(), platform=platform.platform(),
+                load_average=_load_average())
+
+
+def _load_average():
+    "The 1-minute load average (other processes sharing the cores make times longer and noisier)."
+    try: return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError): return None
 
 
 def _proc_kib(field: str):
@@ -164,10 +173,10 @@ def head(model: str, p: dict, feats: torch.Tensor):
 
 
 def trainer_config(p: dict, method: str, dev) -> CoMetConfig:
-    "As the experiments build it: the baseline is the model's own training (CoMetConfig.baseline); CoMet uses α = β = the preset's lr."
+    "As the experiments build it: the baseline is the model's own training (CoMetConfig.baseline); CoMet uses α = β = the preset's lr; '-vmap' vectorises the tasks."
     common = dict(n_tasks=4, epochs=p["epochs"], batch_size=p["batch_size"], beta=p["lr"], seed=0, device=str(dev))
     if method == "baseline": return CoMetConfig.baseline(**common)
-    return CoMetConfig(**common, alpha=p["lr"], first_order=method == "comet-1st")
+    return CoMetConfig(**common, alpha=p["lr"], first_order=method.startswith("comet-1st"), vectorize=method.endswith("-vmap"))
 
 
 def passes(model: torch.nn.Module, method: str) -> dict:
@@ -176,7 +185,7 @@ def passes(model: torch.nn.Module, method: str) -> dict:
     if method == "baseline": F, B, B2 = 2, 1, 0                              # score the set + one training forward/backward
     else:
         F = 3 + int(mode_dependent(model))                                   # score + inner + validation (+ eval-mode scores of it)
-        B, B2 = 2, int(method == "comet-2nd")                                # inner + outer; outer through the inner gradient
+        B, B2 = 2, int(method.startswith("comet-2nd"))                       # inner + outer; outer through the inner gradient
     return dict(F=F, B=B, B2=B2, work=F + 2 * B + 6 * B2)
 
 
@@ -205,6 +214,8 @@ def breakdown(acc: dict, total: float, method: str) -> dict:
     "Shares of an epoch: scoring the set, inner steps, validation forward, outer backward + optimiser step, the rest."
     score, step = acc.get("score_all", 0.0), acc.get("step", 0.0)
     if method == "baseline": parts = dict(score=score, bwd_step=step)
+    elif method.endswith("-vmap"):                                           # inner steps and validation run inside one vmapped meta_loss
+        parts = dict(score=score, inner_val=acc.get("meta_loss", 0.0), outer_bwd_step=step)
     else:
         inner = acc.get("inner_step", 0.0)
         parts = dict(score=score, inner=inner, val=max(0.0, acc.get("meta_loss", 0.0) - inner), outer_bwd_step=step)
@@ -222,22 +233,32 @@ def one_epoch(trainer: CoMet, data, dev) -> float:
 
 def epoch_time(model: str, p: dict, feats: torch.Tensor, method: str, dev, repeats: int) -> dict:
     "Seconds per epoch (best of `repeats`, after one warm-up epoch) and where the time goes."
-    m = head(model, p, feats)
-    trainer = CoMet(m, trainer_config(p, method, dev))
-    one_epoch(trainer, feats, dev)                                           # warm-up
-    times, acc = [], None
+    return epoch_times(model, p, feats, [method], dev, repeats)[method]
+
+
+def epoch_times(model: str, p: dict, feats: torch.Tensor, methods, dev, repeats: int) -> dict:
+    """`epoch_time` for several methods at once, their epochs interleaved (one epoch of each method in turn, `repeats` times):
+    on a shared machine a load that comes and goes then touches every method alike, and their ratios stay meaningful."""
+    ms = {meth: head(model, p, feats) for meth in methods}
+    trainers = {meth: CoMet(ms[meth], trainer_config(p, meth, dev)) for meth in methods}
+    for tr in trainers.values(): one_epoch(tr, feats, dev)                   # warm-up
+    times, split = {meth: [] for meth in methods}, {}
     for _ in range(repeats):
-        if dev.type == "cuda": times.append(one_epoch(trainer, feats, dev))
-        else:                                                                # CPU: the timers cost nothing, time and split at once
-            with phase_timers(trainer, dev) as acc: times.append(one_epoch(trainer, feats, dev))
-            split = breakdown(acc, times[-1], method)
+        for meth, tr in trainers.items():
+            if dev.type == "cuda": times[meth].append(one_epoch(tr, feats, dev))
+            else:                                                            # CPU: the timers cost nothing, time and split at once
+                with phase_timers(tr, dev) as acc: times[meth].append(one_epoch(tr, feats, dev))
+                split[meth] = breakdown(acc, times[meth][-1], meth)
     if dev.type == "cuda":                                                   # GPU: the split needs syncs, so it gets its own epoch
-        with phase_timers(trainer, dev) as acc: t = one_epoch(trainer, feats, dev)
-        split = breakdown(acc, t, method)
-    return dict(seconds=min(times), steps=trainer.history[-1].get("steps"), split=split, **passes(m, method))
+        for meth, tr in trainers.items():
+            with phase_timers(tr, dev) as acc: t = one_epoch(tr, feats, dev)
+            split[meth] = breakdown(acc, t, meth)
+    return {meth: dict(seconds=min(times[meth]), steps=trainers[meth].history[-1].get("steps"), split=split[meth], **passes(ms[meth], meth))
+            for meth in methods}
 
 
-SPLIT_NAMES = dict(score="score set", inner="inner steps", val="val fwd", outer_bwd_step="outer bwd+step", bwd_step="bwd+step", rest="rest", fwd_rest="fwd+rest")
+SPLIT_NAMES = dict(score="score set", inner="inner steps", val="val fwd", inner_val="inner+val (vmapped)", outer_bwd_step="outer bwd+step",
+                   bwd_step="bwd+step", rest="rest", fwd_rest="fwd+rest")
 
 
 def split_text(split: dict) -> str:
@@ -247,18 +268,19 @@ def split_text(split: dict) -> str:
 # ---------------------------------------------------------------- sections
 def bench_epochs(mode: dict, dev) -> list:
     rows = []
-    for model, preset, n, repeats in mode["epochs"]:
+    for model, preset, n, repeats, with_vmap in mode["epochs"]:
         p = PRESETS[(model, preset)]
         feats = features(model, p, n, torch.Generator().manual_seed(0))
-        base = None
-        for method in METHODS:
-            r = epoch_time(model, p, feats, method, dev, repeats)
-            if base is None: base = r
+        methods = METHODS + (VMAP_METHODS if with_vmap else ())
+        res = epoch_times(model, p, feats, methods, dev, repeats)             # interleaved: a passing load touches every method alike
+        base = res["baseline"]
+        for method in methods:
+            r = res[method]
             row = dict(model=model, preset=preset, n=n, batch_size=p["batch_size"], shape=list(feats.shape[1:]), method=method, **r,
                        ratio=r["seconds"] / base["seconds"], work_ratio=r["work"] / base["work"])
             row["overhead"] = row["ratio"] / row["work_ratio"]
             rows.append(row)
-            log(f"epochs  {model:9s} {preset:9s} N={n:<4d} {method:9s} {r['seconds']:.3f} s/epoch  ×{row['ratio']:.2f} (work ×{row['work_ratio']:.2f})  {split_text(r['split'])}")
+            log(f"epochs  {model:9s} {preset:9s} N={n:<4d} {method:14s} {r['seconds']:.3f} s/epoch  ×{row['ratio']:.2f} (work ×{row['work_ratio']:.2f})  {split_text(r['split'])}")
     return rows
 
 
@@ -376,7 +398,7 @@ def targets(res: dict) -> list:
     def verdict(ok, note=""): return ("met" if ok else "NOT met") + (f" ({note})" if note else "")
     base = {(r["model"], r["preset"]): r for r in res.get("epochs", []) if r["method"] == "baseline"}
     for r in res.get("epochs", []):
-        if r["method"] == "baseline": continue
+        if r["method"] not in METHODS[1:]: continue                          # the targets are for the default loop over tasks
         lim = TARGETS["first_order"] if r["method"] == "comet-1st" else TARGETS["second_order"]
         note = "" if r["preset"] == "reference" else f"{r['preset']} preset"
         b = base.get((r["model"], r["preset"]))
@@ -405,6 +427,8 @@ def markdown(res: dict) -> str:
              f"- mode: **{res['mode']}**" + (" (sizes reduced for a CPU; see notes)" if res["mode"] != "full" else " (reference sizes)"),
              f"- machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads)" + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU used"),
              f"- device: {m['device']}; torch {m['torch']}; comet_nb {m['comet_nb']}; Python {m['python']}",
+             f"- load average (1 min): {m.get('load_average')} at the start, {res.get('load_average_end')} at the end, on {m['cores']} cores "
+             "(the run itself adds about its torch threads; more than that means other processes shared the CPUs and the times are noisier)",
              f"- started {res['started']}, ran {res['seconds']:.0f} s; sections: {', '.join(s for s in res['sections'] if s in res)}", ""]
     lines += [f"- note: {n}" for n in res["notes"]] + [""]
     if res.get("epochs"):
@@ -415,6 +439,14 @@ def markdown(res: dict) -> str:
                         [[r["model"], r["preset"], r["n"], r["batch_size"], r["method"], fmt_s(r["seconds"]), f"{r['ratio']:.2f}",
                           f"{r['F']}/{r['B']}/{r['B2']}", r["work"], f"{r['work_ratio']:.2f}", f"{r['overhead']:.2f}", r["steps"],
                           split_text(r["split"])] for r in res["epochs"]]), ""]
+        vm = vmap_rows(res["epochs"])
+        if vm:
+            lines += ["### Vectorised tasks (`CoMetConfig(vectorize=True)`) against the loop over tasks", "",
+                      "Both rows of a pair compute the same losses and parameters (within float tolerance); speed-up = loop time / vmapped time "
+                      "(above 1: vmap is faster).", "",
+                      table(["model", "preset", "N", "batch", "order", "loop s/epoch", "vmapped s/epoch", "speed-up", "vmapped × baseline"],
+                            [[r["model"], r["preset"], r["n"], r["batch_size"], r["order"], fmt_s(r["loop_s"]), fmt_s(r["vmap_s"]),
+                              f"{r['speedup']:.2f}×", f"{r['vmap_ratio']:.2f}"] for r in vm]), ""]
     if res.get("cache"):
         lines += ["## Cached features against recomputing the backbone every epoch", "",
                   "recomputing = one backbone pass over the training images (all views) + the same epoch on its features; "
@@ -439,6 +471,20 @@ def markdown(res: dict) -> str:
                         [[r["device"], f"{r['n']:,}", r["repeats"], f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}", f"{r['max_ms']:.2f}"] for r in res["kappa"]]), ""]
     lines += targets_md(res)
     return "\n".join(lines) + "\n"
+
+
+def vmap_rows(epochs: list) -> list:
+    "Each vmapped epoch row beside its loop row: seconds, loop/vmap speed-up, vmapped time over the baseline's."
+    by = {(r["model"], r["preset"], r["method"]): r for r in epochs}
+    out = []
+    for r in epochs:
+        if not r["method"].endswith("-vmap"): continue
+        loop = by.get((r["model"], r["preset"], r["method"][:-len("-vmap")]))
+        if loop is None: continue
+        out.append(dict(model=r["model"], preset=r["preset"], n=r["n"], batch_size=r["batch_size"],
+                        order="first" if r["method"].startswith("comet-1st") else "second", loop_s=loop["seconds"], vmap_s=r["seconds"],
+                        speedup=loop["seconds"] / r["seconds"], vmap_ratio=r["ratio"]))
+    return out
 
 
 def targets_md(res: dict) -> list:
@@ -468,8 +514,9 @@ def notes(mode_name: str, mode: dict, sections) -> list:
     out = ["synthetic features (torch.randn, seed 0) and random-weight backbones: timings only, no accuracy"]
     if mode_name == "full": return out
     if "epochs" in sections:
-        out.append("epochs: " + ", ".join(f"{m} {p} preset N={n} (best of {r})" for m, p, n, r in mode["epochs"]) +
-                   "; full mode: both models at the reference sizes with N=256")
+        out.append("epochs: " + ", ".join(f"{m} {p} preset N={n} (best of {r}{', loop and vmapped' if v else ', loop only'})"
+                                          for m, p, n, r, v in mode["epochs"]) +
+                   "; full mode: both models at the reference sizes with N=256, loop and vmapped")
     if "cache" in sections:
         out.append("cache: " + ", ".join(f"{m} {PRESETS[(m, p)]['image_size']} px with {n} images" for m, p, n, _ in mode["cache"]) +
                    ", baseline only (full mode: 64 images, baseline and CoMet)")
@@ -510,6 +557,8 @@ def main(argv=None):
         if s not in sections: continue
         res[s] = runners[s](mode, dev)
         res["seconds"] = time.perf_counter() - t0
+        res["load_average_end"] = _load_average()
+        if s == "epochs": res["vmap_vs_loop"] = vmap_rows(res["epochs"])
         res["verdicts"] = [dict(target=t, measured=m, absolute=x, verdict=v) for t, m, x, v in targets(res)]
         md = markdown(res)                                                   # after every section: a run cut short keeps what it measured
         atomic_write(out / f"{name}.json", json.dumps(finite(res), indent=2, default=str) + "\n")

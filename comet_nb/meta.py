@@ -7,7 +7,8 @@ Docs: https://comet-nb.github.io/comet_nb/meta.html.md"""
 # %% auto #0
 __all__ = ['ABLATIONS', 'ADModel', 'trainable_params', 'check_model', 'score_all', 'split_tasks', 'task_batches',
            'mode_dependent', 'TrainingDiverged', 'inner_step', 'meta_loss', 'CoMetConfig', 'resolve_device', 'Callback',
-           'ProgressBar', 'SaveCheckpoint', 'LivePlot', 'CoMet', 'atomic_file', 'atomic_save', 'load_checkpoint']
+           'ProgressBar', 'SaveCheckpoint', 'LivePlot', 'CoMet', 'atomic_file', 'atomic_save', 'load_checkpoint',
+           'meta_loss_vmap']
 
 # %% ../nbs/02_meta.ipynb #c46e68d4
 import errno
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 import comet_nb
 from .scl import iqr_threshold, score_origin, weights_at, weighted_data_loss
 from .uncertainty import loss_covariance, det_sigma, adaptive_lambda, l2_penalty, scl_loss, _check_nonneg
@@ -156,6 +157,8 @@ def meta_loss(model: nn.Module, params: dict, buffers: dict,
               lam_prev,                # λ of the previous round, for the inner loss
               cfg):
     "Eq. 7–9 for one round: (mean meta-loss with graph to θ, Σ' (2, 2), λ(Σ'), train losses (n,), val losses (n,))."
+    if getattr(cfg, "vectorize", False):                                        # (a stand-in config may lack the switch)
+        return meta_loss_vmap(model, params, buffers, train_batches, val_batches, t, origin, lam_prev, cfg)   # the same round, tasks vmapped
     data_terms, sq_norms, tr_pairs, val_pairs, score_sums = [], [], [], [], []
     eval_scores = cfg.scl_data and mode_dependent(model)                        # decided once per round, not per task
     for (x, w), xv in zip(train_batches, val_batches):
@@ -196,6 +199,7 @@ class CoMetConfig:
     validate_on: str = "batch"   # 'batch': a task-sized batch from the other tasks; 'complement': all of them
     seed: int = 0                # task splits and validation batches
     device: str = "cpu"          # 'cpu', 'cuda', 'cuda:N' or 'auto'
+    vectorize: bool = False      # run a round's n tasks together under torch.func.vmap (`meta_loss_vmap`): same results within float tolerance
 
     def __post_init__(self):
         for f, what in (("kappa", "κ, the IQR multiplier of the threshold t, Eq. 2"), ("gamma", "γ, how much det Σ raises λ, Eq. 5"),
@@ -208,6 +212,7 @@ class CoMetConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{f} must be an integer >= 1; got {v!r}.")
         if not isinstance(self.n_tasks, int) or self.n_tasks < 2:
             raise ValueError(f"n_tasks must be an integer >= 2 (one task to adapt on, the others to validate on); got {self.n_tasks!r}.")
+        if not isinstance(self.vectorize, bool): raise ValueError(f"vectorize must be True or False; got {self.vectorize!r}.")
         if self.validate_on not in ("batch", "complement"):
             raise ValueError(f"validate_on must be 'batch' or 'complement'; got {self.validate_on!r}.")
 
@@ -524,3 +529,123 @@ def load(cls: CoMet, path, model: nn.Module, device: str | None = None, callback
     _check_checkpoint(sd, str(path))
     cfg = CoMetConfig(**{**sd["config"], **({"device": device} if device else {})})
     return cls(model, cfg, callbacks).load_state_dict(sd)
+
+# %% ../nbs/02_meta.ipynb #5d2e8b47
+def _bn_tracking(model: nn.Module, bufs: dict) -> list:
+    "The BatchNorm layers whose forward writes running statistics (train mode, tracked): [(module, mean key, var key, count key)]."
+    out = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training and mod.track_running_stats and mod.running_mean is not None:
+            p = f"{name}." if name else ""
+            keys = (f"{p}running_mean", f"{p}running_var", f"{p}num_batches_tracked")
+            if all(k in bufs for k in keys): out.append((mod, *keys))
+    return out
+
+def _bn_factor(mod, count: int) -> float:
+    "The factor f of BatchNorm's update r ← (1 − f) r + f s when its counter has just reached `count`: the momentum, or 1/count for a cumulative average."
+    return mod.momentum if mod.momentum is not None else 1.0 / count
+
+def _restep(after, base_used, base_wanted, f_used: float, f_wanted: float):
+    "One BatchNorm update replayed: `after` = (1 − f_used)·base_used + f_used·s; returns (1 − f_wanted)·base_wanted + f_wanted·s without dividing s out."
+    if f_used == 0: return base_wanted
+    return (1 - f_wanted) * base_wanted + (f_wanted / f_used) * (after - (1 - f_used) * base_used)
+
+def _vmapped(model, fn, *args):
+    "Run a vmapped forward; a model that torch.func.vmap cannot batch gets a message that says what to do."
+    try: return fn(*args)
+    except (TrainingDiverged, ValueError): raise
+    except RuntimeError as e:
+        if isinstance(e, torch.cuda.OutOfMemoryError): raise
+        raise ValueError(f"vectorize=True: {type(model).__name__}.forward cannot run under torch.func.vmap over the tasks of a round "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:300]}). Typical causes: .item()/float()/bool() of a batch value, "
+                         "Python branches on tensor values, in-place writes to buffers other than BatchNorm statistics. "
+                         "Train it with CoMetConfig(vectorize=False), the plain loop over tasks.") from e
+
+# %% ../nbs/02_meta.ipynb #a8c4f1e6
+def meta_loss_vmap(model: nn.Module, params: dict, buffers: dict, train_batches: list, val_batches: list, t, origin, lam_prev, cfg):
+    """`meta_loss` with the round's tasks run together under `torch.func.vmap`: same arguments, same results within float tolerance.
+    Tasks with equal batch shapes form one vmapped group (a round of unequal batches runs one group per size); BatchNorm running
+    statistics are replayed as the loop updates them; torch random draws differ per task. A model vmap cannot batch gets a clear error."""
+    n = len(train_batches)
+    bufs = {**dict(model.named_buffers()), **buffers}                              # the tensors the plain loop would update
+    bns = _bn_tracking(model, bufs)
+    per_task = {k for _, *ks in bns for k in ks[:2]}                               # running mean/var: one copy per task
+    counters = {c for *_, c in bns}                                                # num_batches_tracked: a throwaway copy per call
+    shared = {k: b for k, b in bufs.items() if k not in per_task and k not in counters}   # everything else, read-only
+    versions = {k: b._version for k, b in shared.items()}
+    eval_scores = cfg.scl_data and mode_dependent(model)
+    if isinstance(lam_prev, torch.Tensor):
+        if lam_prev.numel() != 1: raise ValueError(f"`lam_prev` must be a scalar λ(Σ); got a tensor of shape {tuple(lam_prev.shape)}.")
+        lam_in = lam_prev.detach().reshape(())
+    else: lam_in = _check_nonneg(lam_prev, "lam_prev", "λ(Σ) of the previous round")
+    counts = {c: int(bufs[c]) for *_, c in bns}                                   # BatchNorm counters at the round's start
+    r0 = {k: bufs[k].detach().clone() for k in per_task}
+
+    def fwd(p, b, x): return _check_output(model, functional_call(model, (p, b), (x,)), len(x))
+    in_b = {k: (0 if k in per_task else None) for k in bufs}
+    vfwd = vmap(fwd, in_dims=(0, in_b, 0), randomness="different")
+    def bn_bufs(stats: dict) -> dict:                                             # per-task statistics + throwaway counters
+        return {**shared, **stats, **{c: bufs[c].clone() for *_, c in bns}}
+    def check_shared():
+        changed = [k for k, v in versions.items() if shared[k]._version != v]
+        if changed: raise ValueError(f"vectorize=True: {type(model).__name__}.forward writes the buffers {changed}; under vmap such a write happens once "
+                                     "per group of tasks, not once per task (only BatchNorm statistics are replayed per task). Use CoMetConfig(vectorize=False).")
+    def sq_norms(theta: dict) -> torch.Tensor:                                    # ‖θ_i‖² per task, (k,)
+        return torch.stack([p.pow(2).flatten(1).sum(1) for p in theta.values()], 1).sum(1)
+
+    groups = {}
+    for i, ((x, _), xv) in enumerate(zip(train_batches, val_batches)): groups.setdefault((tuple(x.shape), tuple(xv.shape)), []).append(i)
+    tr, after, adapted = [None] * n, [None] * n, {}
+    for key, idx in groups.items():                                               # Eq. 7 for every task of the group at once
+        k = len(idx)
+        X = torch.stack([train_batches[i][0] for i in idx])
+        W = torch.stack([torch.as_tensor(train_batches[i][1]) for i in idx])
+        theta = {name: p.unsqueeze(0).expand(k, *p.shape) for name, p in params.items()}   # θ_i = θ, one copy per task
+        b = bn_bufs({kk: r0[kk].unsqueeze(0).repeat(k, *[1] * r0[kk].ndim) for kk in per_task})
+        losses, _ = _vmapped(model, vfwd, theta, b, X)                            # (k, B)
+        data = (W.to(losses.dtype).detach() * losses).mean(1)                     # weighted L_train of each task, at θ
+        L_in = (data + lam_in * sq_norms(theta)).sum()                            # task i's loss depends on θ_i only
+        grads = torch.autograd.grad(L_in, list(theta.values()), create_graph=not cfg.first_order)
+        adapted[key] = {name: p - cfg.alpha * g for (name, p), g in zip(theta.items(), grads)}   # θ'_i
+        for j, i in enumerate(idx):
+            tr[i] = data[j].detach(); after[i] = {kk: b[kk][j] for kk in per_task}
+    check_shared()                                                                # before the real buffers are written
+    stats, prev = [None] * n, dict(r0)                                            # replay the loop's BatchNorm updates, task by task
+    for i in range(n):
+        cur = {}
+        for mod, km, kv, kc in bns:
+            f1, fi = _bn_factor(mod, counts[kc] + 1), _bn_factor(mod, counts[kc] + i + 1)   # vmapped: one update each; loop: the i-th
+            for kk in (km, kv): cur[kk] = _restep(after[i][kk], r0[kk], prev[kk], f1, fi)
+        stats[i] = prev = cur
+    with torch.no_grad():
+        for mod, km, kv, kc in bns:
+            bufs[km].copy_(prev[km]); bufs[kv].copy_(prev[kv]); bufs[kc].add_(n)
+    data_terms, sq, va, score_sums = [None] * n, [None] * n, [None] * n, [None] * n
+    for key, idx in groups.items():                                               # Eq. 9: validation at θ'_i, weights at θ'_i
+        k, theta_p = len(idx), adapted[key]
+        XV = torch.stack([val_batches[i] for i in idx])
+        b = bn_bufs({kk: torch.stack([stats[i][kk] for i in idx]) for kk in per_task})
+        lv, sv = _vmapped(model, vfwd, theta_p, b, XV)                            # BatchNorm writes into b, a throwaway copy
+        if eval_scores:                                                           # scored in eval mode with the updated copy, as the loop does
+            be = dict(b)
+            for mod, km, kv, kc in bns:                                           # the loop's factor for task i's val update (cumulative average)
+                fu, fw = _bn_factor(mod, int(b[kc])), [_bn_factor(mod, counts[kc] + i + 2) for i in idx]
+                if any(f != fu for f in fw):
+                    for kk in (km, kv): be[kk] = torch.stack([_restep(b[kk][j], stats[i][kk], stats[i][kk], fu, f) for j, (i, f) in enumerate(zip(idx, fw))])
+            was = model.training; model.eval()
+            try:
+                with torch.no_grad(): sv = _vmapped(model, vfwd, theta_p, be, XV)[1]
+            finally: model.train(was)
+        wv = weights_at(sv, t, origin) if cfg.scl_data else torch.ones_like(lv)
+        dv = (wv.to(lv.dtype) * lv).mean(1)
+        s2 = sq_norms(theta_p)
+        for j, i in enumerate(idx):
+            data_terms[i], sq[i], va[i], score_sums[i] = dv[j], s2[j], dv[j].detach(), sv[j].detach().sum()
+    check_shared()
+    tr, va = torch.stack(tr), torch.stack(va)
+    if not bool(torch.isfinite(torch.cat([tr, va, torch.stack(score_sums)])).all()):
+        raise TrainingDiverged(f"a task loss or validation score is NaN/inf (training losses {tr.tolist()}, validation losses {va.tolist()}).")
+    Sigma = loss_covariance(tr, va)                                               # Eq. 4
+    lam = adaptive_lambda(Sigma, cfg.lambda0, cfg.gamma) if cfg.scl_model else torch.tensor(cfg.lambda0)   # Eq. 5
+    L = torch.stack([d + lam * s for d, s in zip(data_terms, sq)]).mean()        # Eq. 9, aggregated over tasks
+    return L, Sigma, lam, tr, va
