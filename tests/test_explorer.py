@@ -80,3 +80,29 @@ def test_app_notebook_passes_settings_through():
     nb = app_notebook(data="some/folder", noise=0.2, pretrained=True)
     assert nb.cells[-1].source.splitlines()[-1] == "Explorer(data='some/folder', noise=0.2, pretrained=True).show()"
     assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def _cli(*argv):
+    import contextlib, io
+    from comet_nb.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main(list(argv))
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_explore_command_refuses_bad_settings_before_serving(tmp_path, monkeypatch):
+    import subprocess
+    def no_server(*a, **k): raise AssertionError("a server was started")
+    monkeypatch.setattr(subprocess, "Popen", no_server)
+    for argv, msg in [(("--noise", "0.9"), "noise slider goes from 0 to 0.5"), (("--category", "carpet"), "its categories are: brick, grass, gravel"),
+                      (("--data", str(tmp_path / "nowhere")), "data folder not found"), (("--epochs", "0"), "epochs slider goes from 1 to 200")]:
+        rc, _, err = _cli("explore", *argv, "--no-pretrained")
+        assert rc == 2 and err.startswith("comet-nb explore: error: ") and msg in err, (argv, err)
+
+
+def test_explore_command_without_voila_says_how_to_install_it(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "voila" else real(name, *a))
+    rc, _, err = _cli("explore", "--no-pretrained")
+    assert rc == 1 and "Voilà, which is not installed here: pip install voila" in err, err
