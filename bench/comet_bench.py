@@ -362,7 +362,15 @@ def bench_inference(mode: dict, dev) -> list:
         t_bb, m_bb = best_time(backbone, dev, mode["inference_repeats"])
         t_e2e, m_e2e = best_time(e2e, dev, mode["inference_repeats"])
         t_views = best_time(views_fn, dev, mode["inference_repeats"])[0] if views_fn else 0.0   # part of end to end, not of the backbone
-        rows.append(dict(model=model, preset=preset, image_size=S, n=n, batch=batch, views=V, e2e_s=t_e2e, backbone_s=t_bb, views_s=t_views,
+        amp = {}
+        if model == "simplenet" and mode.get("amp"):                             # mixed precision: speed, and how far the scores move
+            s32 = simplenet_predict(net, ext, images, batch, dev)[0]
+            s16 = simplenet_predict(net, ext, images, batch, dev, amp=True)[0]
+            t_amp = best_time(lambda: simplenet_predict(net, ext, images, batch, dev, amp=True), dev, mode["inference_repeats"], mem=False)[0]
+            amp = dict(amp_ips=n / t_amp, amp_speedup=t_e2e / t_amp, amp_score_rel=float((s16 - s32).abs().max() / s32.abs().max()),
+                       amp_dtype="float16" if dev.type != "cpu" else "bfloat16")
+            log(f"infer   {model:9s} amp ({amp['amp_dtype']}) {n / t_amp:.2f} img/s (×{amp['amp_speedup']:.2f} float32), scores within {amp['amp_score_rel']:.2%}")
+        rows.append(dict(**amp, model=model, preset=preset, image_size=S, n=n, batch=batch, views=V, e2e_s=t_e2e, backbone_s=t_bb, views_s=t_views,
                          head_rest_s=max(0.0, t_e2e - t_bb - t_views),
                          e2e_ips=n / t_e2e, backbone_ips=n / t_bb, ratio=t_e2e / t_bb,
                          e2e_peak_mib=m_e2e.mib, backbone_peak_mib=m_bb.mib, memory=m_e2e.how))
@@ -465,6 +473,13 @@ def markdown(res: dict) -> str:
                         [[r["model"], f"{r['image_size']} px", r["n"], r["batch"], r["views"], f"{r['e2e_ips']:.3g}", f"{r['backbone_ips']:.3g}",
                           f"{r['ratio']:.2f}×", f"{r['e2e_peak_mib']:.0f}", f"{r['backbone_peak_mib']:.0f}",
                           fmt_s(r["views_s"]) if r["views"] > 1 else "–", fmt_s(r["head_rest_s"])] for r in res["inference"]]), ""]
+    amp_rows = [r for r in res.get("inference", []) if "amp_ips" in r]
+    if amp_rows:
+        lines += ["### Mixed precision (`predict(..., amp=True)`)", "",
+                  "autocast around backbone and head; score change = largest |score(amp) − score(float32)| over the largest |score|, same images.", "",
+                  table(["model", "size", "dtype", "float32 (img/s)", "amp (img/s)", "speed-up", "score change"],
+                        [[r["model"], f"{r['image_size']} px", r["amp_dtype"], f"{r['e2e_ips']:.3g}", f"{r['amp_ips']:.3g}", f"{r['amp_speedup']:.2f}×",
+                          f"{r['amp_score_rel']:.2%}"] for r in amp_rows]), ""]
     if res.get("kappa"):
         lines += ["## κ slider: confidence weights of 10,000 samples recomputed", "",
                   table(["device", "samples", "repeats", "median (ms)", "min (ms)", "max (ms)"],
@@ -538,6 +553,7 @@ def main(argv=None):
     ap.add_argument("--name", default=None, help="file name without suffix (default: timestamp, mode and device)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--brief", action="store_true", help="print only the targets table at the end")
+    ap.add_argument("--amp", action="store_true", help="also time SimpleNet inference in mixed precision on a CPU (bfloat16); always done on CUDA (float16)")
     a = ap.parse_args(argv)
     sections = [s.strip() for s in a.only.split(",") if s.strip()]
     bad = [s for s in sections if s not in SECTIONS]
@@ -545,7 +561,7 @@ def main(argv=None):
     try: dev = resolve_device(a.device)
     except ValueError as e: ap.error(str(e))
     mode_name = "smoke" if a.smoke else "quick" if a.quick else "full"
-    mode = MODES[mode_name]
+    mode = dict(MODES[mode_name], amp=a.amp or dev.type == "cuda")
     if mode_name == "full" and dev.type == "cpu":
         log("note: full mode at reference sizes on a CPU takes a long time; --quick is sized for CPUs.")
     name = a.name or f"{time.strftime('%Y%m%d-%H%M%S')}-{mode_name}-{dev.type}"

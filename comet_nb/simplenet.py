@@ -6,9 +6,10 @@ Docs: https://comet-nb.github.io/comet_nb/simplenet.html.md"""
 
 # %% auto #0
 __all__ = ['SIMPLENET_REFERENCE', 'SIMPLENET_SMALL', 'patch_grid', 'truncated_l1', 'SimpleNet', 'simplenet_features',
-           'smooth_maps', 'predict', 'images_per_second']
+           'smooth_maps', 'inference_precision', 'predict', 'images_per_second']
 
 # %% ../nbs/21_simplenet.ipynb #307c6744
+import contextlib
 import math
 import time
 import torch
@@ -169,25 +170,31 @@ def anomaly_map(self: SimpleNet, o: torch.Tensor, size: int | None = None) -> to
     return self.maps_from(_eval(self, lambda: self.patch_scores(o)), size)
 
 # %% ../nbs/21_simplenet.ipynb #68b98db6
-def predict(model: SimpleNet, extractor: WideResNetPatches, images: torch.Tensor, batch_size: int = 32, device=None) -> tuple:
-    "Scores (N,) and maps (N, S, S) on the CPU of images (N, 3, S, S), end to end; runs where the model is, or moves model and extractor to `device`."
+def inference_precision(device, amp: bool = False):
+    "A context for inference: mixed precision when `amp` (float16 autocast on CUDA and MPS, bfloat16 on a CPU), else a no-op."
+    dev = torch.device(device)
+    return torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == "cpu" else torch.float16) if amp else contextlib.nullcontext()
+
+def predict(model: SimpleNet, extractor: WideResNetPatches, images: torch.Tensor, batch_size: int = 32, device=None, amp: bool = False) -> tuple:
+    "Scores (N,) and maps (N, S, S) on the CPU of images (N, 3, S, S), end to end; runs where the model is, or moves model and extractor to `device`. `amp`: mixed precision."
     dev = next(model.parameters()).device if device is None else resolve_device(device)
     model, extractor = model.to(dev), extractor.to(dev)
     scores, maps = [], []
     for s in range(0, len(images), batch_size):
-        with torch.no_grad(): o = extractor(images[s:s + batch_size].to(dev))
-        sc, mp = model.score_and_map(o, images.shape[-1])                 # one pass of the head for both
-        scores.append(sc.cpu()); maps.append(mp.cpu())
+        with torch.no_grad(), inference_precision(dev, amp):
+            sc, mp = model.score_and_map(extractor(images[s:s + batch_size].to(dev)), images.shape[-1])   # one pass of the head for both
+        scores.append(sc.float().cpu()); maps.append(mp.float().cpu())
     return torch.cat(scores), torch.cat(maps)
 
-def images_per_second(model: SimpleNet, extractor: WideResNetPatches, images: torch.Tensor, batch_size: int = 32, device=None, repeat: int = 3) -> float:
+def images_per_second(model: SimpleNet, extractor: WideResNetPatches, images: torch.Tensor, batch_size: int = 32, device=None, repeat: int = 3,
+                      amp: bool = False) -> float:
     "Throughput of `predict` (best of `repeat` runs after one warm-up; waits for the GPU)."
     dev = next(model.parameters()).device if device is None else resolve_device(device)
-    predict(model, extractor, images[:batch_size], batch_size, dev)
+    predict(model, extractor, images[:batch_size], batch_size, dev, amp)
     best = math.inf
     for _ in range(repeat):
         if dev.type == "cuda": torch.cuda.synchronize(dev)
-        t0 = time.perf_counter(); predict(model, extractor, images, batch_size, dev)
+        t0 = time.perf_counter(); predict(model, extractor, images, batch_size, dev, amp)
         if dev.type == "cuda": torch.cuda.synchronize(dev)
         best = min(best, time.perf_counter() - t0)
     return len(images) / best

@@ -206,3 +206,12 @@ def test_fit_seeds_training_randomness(data):
     torch.manual_seed(123); a = CoMet(m1, CoMetConfig(**FAST)).fit(data)
     torch.manual_seed(456); b = CoMet(m2, CoMetConfig(**FAST)).fit(data)   # global RNG differs before fit: same run
     assert torch.equal(a.model.mu, b.model.mu)
+
+
+def test_resident_leaves_cpu_training_data_alone():
+    "Features move to the device once only on CUDA; on a CPU (and for a Dataset) the very same object comes back."
+    from comet_nb.meta import resident
+    x = torch.randn(10, 3)
+    assert resident(x, "cpu") is x and resident(x, torch.device("cpu")) is x
+    ds = [x[i] for i in range(10)]
+    assert resident(ds, "cpu") is ds
