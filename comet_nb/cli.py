@@ -399,39 +399,58 @@ def demo_command(args) -> str:
 
 # %% ../nbs/35_cli.ipynb #10541d12
 def _explore_settings(args) -> dict:
-    "The Explorer's settings from the command line, checked (data, category, ranges) before any server starts."
+    "The Explorer's settings from the command line, checked (data, category, ranges) before any server starts; paths made absolute (the page runs elsewhere)."
     from comet_nb.explorer import ExplorerSession, check_settings
     s = dict(data=args.data, category=args.category, model=args.model, method=args.method, noise=args.noise, kappa=args.kappa, epochs=args.epochs,
              device=args.device, pretrained=args.pretrained)
     s = {k: v for k, v in s.items() if v is not None}
+    for k in ("data", "pretrained"):                                   # the page's kernel runs in a temporary folder
+        if isinstance(s.get(k), str) and s[k] != "demo": s[k] = str(Path(s[k]).expanduser().resolve())
+    if isinstance(s.get("pretrained"), str) and not Path(s["pretrained"]).is_file():
+        raise FileNotFoundError(f"weight file not found: {s['pretrained']} (--pretrained). Give an existing file, yes or no.")
     check_settings(**{k: v for k, v in s.items() if k in ("model", "method", "noise", "kappa", "epochs")})
     cats = ExplorerSession(s.get("data", "demo"), device=s.get("device", "auto")).categories     # a missing folder or device fails here
     if s.get("category") is not None and s["category"] not in cats:
         raise ValueError(f"category {s['category']!r} is not in {s.get('data', 'demo')}; its categories are: {', '.join(map(str, cats))}.")
     return s
 
+def _kernelspec(folder: Path) -> str:
+    "A kernel spec that runs this very Python (so the page finds comet_nb whatever other 'python3' kernels exist); returns its name."
+    k = folder / "kernels" / "comet-nb"; k.mkdir(parents=True)
+    (k / "kernel.json").write_text(json.dumps(dict(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                                   display_name="Python 3 (comet_nb)", language="python")))
+    return "comet-nb"
+
 def explore_command(args) -> str:
-    "`comet-nb explore`: serve the explorer with Voilà on localhost until Ctrl-C, or write its notebook (--notebook)."
-    import importlib.util, subprocess, tempfile
+    "`comet-nb explore`: serve the explorer with Voilà on localhost until Ctrl-C (or SIGTERM), or write its notebook (--notebook)."
+    import importlib.util, signal, subprocess, tempfile
     import nbformat
     from comet_nb.explorer import app_notebook
-    nb = app_notebook(**_explore_settings(args))
+    settings = _explore_settings(args)
     if args.notebook:
-        Path(args.notebook).parent.mkdir(parents=True, exist_ok=True); nbformat.write(nb, args.notebook)
+        Path(args.notebook).parent.mkdir(parents=True, exist_ok=True); nbformat.write(app_notebook(**settings), args.notebook)
         return f"wrote {args.notebook}: open it in JupyterLab, or serve it with `voila {args.notebook}`."
     if importlib.util.find_spec("voila") is None:
         raise RuntimeError("comet-nb explore serves the page with Voilà, which is not installed here: pip install voila (it is a dependency of comet_nb).")
     with tempfile.TemporaryDirectory(prefix="comet-nb-explore-") as d:
-        page = Path(d) / "CoMet explorer.ipynb"; nbformat.write(nb, page)
-        cmd = [sys.executable, "-m", "voila", str(page), f"--port={args.port}", f"--Voila.ip={args.ip}", "--show_tracebacks=True"]
+        d = Path(d); page = d / "CoMet explorer.ipynb"
+        nbformat.write(app_notebook(kernel=_kernelspec(d), **settings), page)
+        env = {**os.environ, "JUPYTER_PATH": os.pathsep.join(filter(None, [str(d), os.environ.get("JUPYTER_PATH")]))}
+        cmd = [sys.executable, "-m", "voila", str(page), f"--port={args.port}", "--Voila.port_retries=0", f"--Voila.ip={args.ip}", "--show_tracebacks=True"]
         if args.no_browser: cmd.append("--no-browser")
         print(f"comet-nb explore: the explorer at http://{args.ip}:{args.port}/ (Ctrl-C stops it)", flush=True)
-        proc = subprocess.Popen(cmd, cwd=d)
+        old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # SIGTERM: stop the server too, not only this process
+        proc = subprocess.Popen(cmd, cwd=d, env=env)
         try: rc = proc.wait()
-        except KeyboardInterrupt:
-            proc.terminate(); proc.wait(30); return "comet-nb explore: stopped."
+        except KeyboardInterrupt: rc = 0
+        finally:
+            signal.signal(signal.SIGTERM, old)
+            if proc.poll() is None:
+                proc.terminate()
+                try: proc.wait(30)
+                except subprocess.TimeoutExpired: proc.kill(); proc.wait()
     if rc: raise RuntimeError(f"the Voilà server exited with status {rc} (its messages are above); is port {args.port} in use? Try --port.")
-    return "comet-nb explore: the server stopped."
+    return "comet-nb explore: stopped."
 
 
 # %% ../nbs/35_cli.ipynb #d53df33d
@@ -513,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--kappa", type=float, help="κ to start with, 0 to 5 (default: 1.5)")
     x.add_argument("--epochs", type=int, help="epochs per run (default: 10 on a CPU, the preset's on a GPU)")
     x.add_argument("--device", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    _pretrained_flags(x, None)
+    _pretrained_flags(x, "yes")
     x.add_argument("--port", type=int, default=8866, help="port of the page (default: 8866)")
     x.add_argument("--ip", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
     x.add_argument("--no-browser", action="store_true", help="do not open a browser")
@@ -559,6 +578,6 @@ def main(argv=None) -> int:
         print(f"comet-nb {args.command}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"comet-nb {args.command}: interrupted; a training run continues with --resume.", file=sys.stderr)
+        print(f"comet-nb {args.command}: interrupted" + ("; a training run continues with --resume." if args.command in ("train", "sweep", "demo") else "."), file=sys.stderr)
         return 130
     return 0

@@ -42,11 +42,11 @@ def _show(image, fig: Figure, dpi: int = 90):
     "Put a figure into an ipywidgets Image at its own pixel width (a page would otherwise stretch it)."
     image.value, image.width = _png(fig, dpi), str(int(fig.get_figwidth() * dpi))
 
-def scores_figure(scores, contaminant, kappa: float) -> Figure:
-    "Fig. 1 for one epoch: histogram of training scores with t of Eq. 2 (nominal blue, known contaminants red) and the weights w_i beside it."
+def scores_figure(scores, contaminant, kappa: float, note: str = "") -> Figure:
+    "Fig. 1 for one epoch: histogram of training scores with t of Eq. 2 (nominal blue, known contaminants red) and the weights w_i beside it; `note` ends the title."
     a, bad = np.asarray(scores, np.float64), np.asarray(contaminant, bool)
     k = kappa_weights(a, kappa); w, t, o = k["weights"].numpy(), k["t"], k["origin"]
-    fig = Figure(figsize=(8, 2.7), dpi=72); h, s = fig.subplots(1, 2)
+    fig = Figure(figsize=(8, 2.9 if note else 2.7), dpi=72); h, s = fig.subplots(1, 2)
     lo, hi = min(a.min(), t), max(a.max(), t)
     h.hist([a[~bad], a[bad]], bins=np.linspace(lo, hi + 1e-9 * (1 + abs(hi)), 31), stacked=True, color=["C0", "C3"],
            label=[f"nominal ({int((~bad).sum())})", f"contaminant ({int(bad.sum())})"])
@@ -59,7 +59,7 @@ def scores_figure(scores, contaminant, kappa: float) -> Figure:
     for ax in (h, s): ax.set_xlabel("training score $a_i$", fontsize=8); ax.tick_params(labelsize=7)
     down = w < 1
     fig.suptitle(f"κ = {kappa:.2f}: {int(down.sum())} of {len(a)} images down-weighted, {int((down & bad).sum())} of them contaminants; mean weight "
-                 f"nominal {w[~bad].mean():.2f}, contaminants " + (f"{w[bad].mean():.2f}" if bad.any() else "–"), fontsize=9)
+                 f"nominal {w[~bad].mean():.2f}, contaminants " + (f"{w[bad].mean():.2f}" if bad.any() else "–") + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -107,7 +107,7 @@ class _Hooks(Callback):
 
 class ExplorerSession:
     "The explorer's computation without widgets: a dataset's cached features, contamination as a row selection, training epoch by epoch."
-    def __init__(self, data="demo", device="auto", pretrained=False, seed: int = 0, cache=True):
+    def __init__(self, data="demo", device="auto", pretrained=True, seed: int = 0, cache=True):
         self.data, self.pretrained, self.seed, self.cache = str(data), pretrained, seed, cache
         self.device = resolve_device(device)
         self._feats = {}
@@ -145,16 +145,23 @@ class ExplorerSession:
 
     def train(self, model: str = "simplenet", category=None, method: str = "comet", noise: float = 0.1, kappa: float = 1.5, gamma: float = 0.5,
               lambda0="auto", epochs: int | None = None, stop: threading.Event | None = None, on_epoch=None) -> dict:
-        "Train one run on cached features, calling `on_epoch(run)` after each epoch; returns the run (records, flags, λ0, rounds, history, trainer)."
+        """Train one run on cached features, calling `on_epoch(run)` after each epoch. Returns the run: records, contaminant flags, λ0, rounds,
+        history, trainer, and `scores` — the training scores of the final model (an epoch's record holds those at its *start*).
+        `stop` is honoured between the preparation steps and within a meta round (a baseline epoch: at its end)."""
+        stop = stop or threading.Event()
+        def check():
+            if stop.is_set(): raise Stopped
         category = category if category is not None else self.categories[0]
         if epochs is None and self.device.type == "cpu": epochs = CPU_EPOCHS[model]
         cfg = self.config(model, category, method=method, noise=noise, kappa=kappa, gamma=gamma, lambda0=lambda0, epochs=epochs)
-        records, x, bad = self.training_set(model, category, noise)
-        dim = self.features(model, category)[1]
-        lam0 = _lambda0(cfg, dim, x)
-        run = dict(config=cfg, records=records, contaminant=bad, lambda0=lam0, rounds=[], history=[], stopped=False)
-        run["trainer"] = CoMet(make_model(cfg, dim, x), trainer_config(cfg, lam0), [_Hooks(run, stop or threading.Event(), on_epoch)])
-        try: run["trainer"].fit(x)
+        run = dict(config=cfg, records=None, contaminant=None, lambda0=None, rounds=[], history=[], stopped=False, scores=None)
+        try:
+            dim = self.features(model, category)[1]; check()                  # the first call extracts features: seconds to minutes
+            run["records"], x, run["contaminant"] = self.training_set(model, category, noise); check()
+            run["lambda0"] = lam0 = _lambda0(cfg, dim, x); check()
+            run["trainer"] = CoMet(make_model(cfg, dim, x), trainer_config(cfg, lam0), [_Hooks(run, stop, on_epoch)])
+            run["trainer"].fit(x)
+            run["scores"] = run["trainer"].scores(x)                         # the trained model's own scores
         except Stopped: run["stopped"] = True
         return run
 
@@ -177,7 +184,7 @@ def check_settings(model: str = "simplenet", method: str = "comet", noise: float
 class Explorer:
     "Sliders for κ, γ, λ0 and the contamination, model/method/category choices, live figures, Train and Stop. `show()` displays it."
     def __init__(self, data="demo", category=None, model: str = "simplenet", method: str = "comet", noise: float = 0.1, kappa: float = 1.5,
-                 gamma: float = 0.5, lambda0: float | None = None, epochs: int | None = None, device="auto", pretrained=False, seed: int = 0,
+                 gamma: float = 0.5, lambda0: float | None = None, epochs: int | None = None, device="auto", pretrained=True, seed: int = 0,
                  autostart: bool = True, gallery: int = 8, dpi: int = 90):
         import ipywidgets as W
         check_settings(model, method, noise, kappa, gamma, lambda0, epochs)
@@ -187,7 +194,7 @@ class Explorer:
         cpu = s.device.type == "cpu"
         lay, st = W.Layout(width="330px"), {"description_width": "75px"}
         later = dict(continuous_update=False, layout=lay, style=st)
-        self.kappa = W.FloatSlider(value=kappa, min=0.0, max=RANGES["kappa"][1], step=0.05, description="κ (Eq. 2)", layout=lay, style=st)
+        self.kappa = W.FloatSlider(value=kappa, min=0.0, max=RANGES["kappa"][1], step=0.05, description="κ (Eq. 2)", **later)   # a redraw on release
         self.gamma = W.FloatSlider(value=gamma, min=0.0, max=RANGES["gamma"][1], step=0.1, description="γ (Eq. 5)", **later)
         self.lambda0 = W.FloatLogSlider(value=lambda0 or 1e-3, base=10, min=-6, max=0, step=0.1, description="λ0 (Eq. 5)", disabled=lambda0 is None, **later)
         self.lambda0_auto = W.Checkbox(value=lambda0 is None, description="λ0 auto", indent=False, layout=W.Layout(width="90px"))
@@ -202,9 +209,9 @@ class Explorer:
         self.status = W.HTML("ready")
         self.scores_image, self.lambda_image, self.gallery_image = (W.Image(format="png") for _ in range(3))
         self.n_gallery, self.dpi, self.run, self.error, self.state = gallery, dpi, None, None, {}
-        self._thread, self._stop, self._lock = None, threading.Event(), threading.Lock()
+        self._thread, self._stop, self._lock, self._gen = None, threading.Event(), threading.RLock(), 0
         self.kappa.observe(lambda ch: self._draw_kappa(), "value")
-        for w in (self.gamma, self.lambda0, self.noise, self.model, self.method, self.category, self.epochs): w.observe(lambda ch: self.start(), "value")
+        for w in (self.gamma, self.lambda0, self.noise, self.model, self.method, self.category, self.epochs): w.observe(self._changed, "value")
         self.lambda0_auto.observe(self._auto, "value")
         self.train_button.on_click(lambda b: self.start()); self.stop_button.on_click(lambda b: self.stop())
         controls = W.VBox([W.HBox([self.model, self.method]), W.HBox([self.category, self.epochs]), W.HBox([self.noise, self.kappa]),
@@ -222,68 +229,96 @@ class Explorer:
         return dict(model=self.model.value, category=self.category.value, method=self.method.value, noise=self.noise.value, kappa=self.kappa.value,
                     gamma=self.gamma.value, lambda0="auto" if self.lambda0_auto.value else self.lambda0.value, epochs=self.epochs.value)
 
-    def _auto(self, ch):
-        self.lambda0.disabled = ch["new"]; self.start()
+    def _changed(self, ch): self.start()
 
-    # ---- training in a background thread: the sliders stay live
+    def _auto(self, ch):
+        "λ0 auto on/off; switched off, the slider starts from the λ0 the last run measured."
+        self.lambda0.disabled = ch["new"]
+        run = self.run
+        if not ch["new"] and run is not None and run["lambda0"]:
+            self.lambda0.unobserve(self._changed, "value")
+            self.lambda0.value = min(max(run["lambda0"], 1e-6), 1.0)
+            self.lambda0.observe(self._changed, "value")
+        self.start()
+
+    # ---- training in a background thread: the page never waits for it
     def start(self):
-        "(Re)train with the current settings: stop the run in progress, then train in a background thread."
-        self.stop(); self._stop, self.error = threading.Event(), None
+        "(Re)train with the current settings in a background thread. A run in progress is told to stop; the new one waits for it to end."
+        self._stop.set()
+        prev, self._gen = self._thread, self._gen + 1
+        self._stop, self.error = threading.Event(), None
+        with self._lock: self.run, self.state = None, {}                 # the figures on screen no longer match the settings
         s = self.settings()
         self.status.value = html.escape(f"preparing {s['model']} on {s['category']} (noise {s['noise']:.2f}) …")
-        self._thread = threading.Thread(target=self._train, args=(s, self._stop), daemon=True); self._thread.start()
+        self._thread = threading.Thread(target=self._train, args=(s, self._stop, self._gen, prev), daemon=True); self._thread.start()
 
     def stop(self):
-        "Stop the run in progress within its current meta round; the figures keep its last finished epoch."
-        if self._thread is not None and self._thread.is_alive(): self._stop.set(); self._thread.join()
+        "Ask the run in progress to stop (within a meta round; a baseline epoch at its end); `wait()` waits for it."
+        self._stop.set()
 
     def wait(self, timeout: float | None = None):
-        "Block until the run in progress ends; re-raise its error if it failed."
-        if self._thread is not None: self._thread.join(timeout)
+        "Block until the run in progress ends; re-raise its error if it failed; TimeoutError if it is still running after `timeout` seconds."
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive(): raise TimeoutError(f"the explorer's run is still going after {timeout} s: stop() it, or wait longer.")
         if self.error is not None: raise self.error
 
-    def _train(self, s: dict, stop: threading.Event):
+    def _train(self, s: dict, stop: threading.Event, gen: int, prev):
+        if prev is not None: prev.join()                                  # one run at a time: the old one stops within a round
+        if gen != self._gen: return                                       # superseded while waiting
         t0 = time.perf_counter()
         try:
-            run = self.session.train(**s, stop=stop, on_epoch=lambda r: self._epoch_done(r, t0))
+            run = self.session.train(**s, stop=stop, on_epoch=lambda r: self._epoch_done(r, t0, gen))
+            if gen != self._gen: return
             n = len(run["history"])
+            if run["history"]:
+                with self._lock: self.run = run
+                self._draw_kappa(); self._draw_lambda()                  # the final model's scores
             self.status.value = (f"stopped after epoch {n}" if run["stopped"] else f"done: {n} epochs") + f" in {time.perf_counter() - t0:.0f} s"
-        except Exception as e:                                  # shown in the page; `wait` re-raises it
-            self.error = e; self.status.value = f"<span style='color:#b00020'>error: {html.escape(str(e))}</span>"
+        except Exception as e:                                            # shown in the page; `wait` re-raises it
+            if gen == self._gen: self.error = e; self.status.value = f"<span style='color:#b00020'>error: {html.escape(str(e))}</span>"
 
-    def _epoch_done(self, run: dict, t0: float):
-        self.run, h = run, run["history"][-1]
+    def _epoch_done(self, run: dict, t0: float, gen: int):
+        if gen != self._gen: return                                       # a superseded run: not shown
+        with self._lock: self.run = run
+        h = run["history"][-1]
         self.status.value = (f"epoch {h['epoch'] + 1}/{run['trainer'].target_epochs} · {time.perf_counter() - t0:.0f} s · "
                              f"λ = {h['lam']:.3g} (λ0 = {run['lambda0']:.3g})")
         self._draw_kappa(); self._draw_lambda()
 
     # ---- figures
     def _draw_kappa(self):
-        "κ moved or an epoch ended: weights from the cached scores, then the histogram and the gallery — no model involved."
-        run = self.run
-        if run is None or not run["history"]: return
-        a, bad, kappa = run["history"][-1]["scores"], run["contaminant"], self.kappa.value
+        "κ moved or an epoch ended: weights of the cached scores at this κ, then the histogram and the gallery — no model involved."
         with self._lock:
+            run = self.run
+            if run is None or not run["history"]: return
+            final = run["scores"] is not None
+            a = run["scores"] if final else run["history"][-1]["scores"]    # an epoch's record holds the scores at its start
+            after, bad, kappa, cfg = len(run["history"]) if final else run["history"][-1]["epoch"], run["contaminant"], self.kappa.value, run["config"]
             t0 = time.perf_counter(); k = kappa_weights(a, kappa); ms = 1000 * (time.perf_counter() - t0)
             down = (k["weights"] < 1).numpy()
-            _show(self.scores_image, scores_figure(a, bad, kappa), self.dpi)
+            note = f"scores of the model after {after} epoch{'s' * (after != 1)}; " + (
+                "baseline: these weights play no part in its training" if cfg.method == "baseline" else f"it trained with κ = {cfg.kappa:.2f}")
+            _show(self.scores_image, scores_figure(a, bad, kappa, note), self.dpi)
             if self.n_gallery:
                 _show(self.gallery_image, lowest_weight_gallery([r.path for r in run["records"]], k["weights"], a, k=self.n_gallery, known_defective=bad), self.dpi)
             self.state = dict(kappa=kappa, t=k["t"], n_flagged=k["n_flagged"], n_flagged_contaminants=int((down & bad).sum()), n_train=len(a),
-                              n_contaminants=int(bad.sum()), epoch=run["history"][-1]["epoch"] + 1, weights_ms=ms)
+                              n_contaminants=int(bad.sum()), epoch=len(run["history"]), scores_after=after, weights_ms=ms,
+                              redraw_ms=1000 * (time.perf_counter() - t0))
 
     def _draw_lambda(self):
-        run = self.run
-        if run is None: return
-        with self._lock: _show(self.lambda_image, lambda_figure(run["rounds"], run["history"], run["lambda0"]), self.dpi)
+        with self._lock:
+            run = self.run
+            if run is not None: _show(self.lambda_image, lambda_figure(run["rounds"], run["history"], run["lambda0"]), self.dpi)
+
 
 # %% ../nbs/40_explorer.ipynb #63f701f8
-def app_notebook(**settings) -> "nbformat.NotebookNode":
-    "The notebook `comet-nb explore` serves with Voilà: a title, how to use it, and `Explorer(**settings).show()`."
-    import nbformat
-    args = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+def app_notebook(kernel: str = "python3", **settings) -> "nbformat.NotebookNode":
+    "The notebook `comet-nb explore` serves with Voilà: a title, how to use it, and `Explorer(**settings).show()`, run by the kernel named `kernel`."
+    import os, nbformat
+    args = ", ".join(f"{k}={(os.fspath(v) if isinstance(v, os.PathLike) else v)!r}" for k, v in settings.items())
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3 (comet_nb)" if kernel != "python3" else "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_markdown_cell(
                     "# CoMet explorer\n\nCoMet (Confident Meta-learning, ICCV 2025) trains an anomaly detector on training images of which some "
                     "are defective. Move **κ** to see which training images it trusts less (red: defective images planted in the training set), "

@@ -15,12 +15,12 @@ from comet_nb.explorer import Explorer, ExplorerSession, app_notebook, check_set
     (dict(noise=True), "noise = True")])
 def test_bad_settings_get_clear_errors(bad, msg):
     with pytest.raises(ValueError, match=msg): check_settings(**bad)
-    with pytest.raises(ValueError, match=msg): Explorer(**bad, device="cpu", autostart=False)
+    with pytest.raises(ValueError, match=msg): Explorer(**bad, device="cpu", pretrained=False, autostart=False)
 
 
 def test_unknown_category_and_missing_folder(tmp_path):
-    with pytest.raises(ValueError, match="its categories are: brick, grass, gravel"): Explorer(category="carpet", device="cpu", autostart=False)
-    with pytest.raises(FileNotFoundError, match="nowhere"): Explorer(data=tmp_path / "nowhere", device="cpu", autostart=False)
+    with pytest.raises(ValueError, match="its categories are: brick, grass, gravel"): Explorer(category="carpet", device="cpu", pretrained=False, autostart=False)
+    with pytest.raises(FileNotFoundError, match="nowhere"): Explorer(data=tmp_path / "nowhere", device="cpu", pretrained=False, autostart=False)
 
 
 @pytest.fixture
@@ -32,21 +32,21 @@ def photos(tmp_path):
 
 
 def test_a_plain_folder_trains_and_noise_it_cannot_make_is_shown(photos):
-    s = ExplorerSession(photos, device="cpu")
+    s = ExplorerSession(photos, device="cpu", pretrained=False)
     assert s.categories == [None]
-    ex = Explorer(data=photos, noise=0.0, epochs=1, device="cpu", autostart=False, gallery=4)
-    ex.start(); ex.wait()
+    ex = Explorer(data=photos, noise=0.0, epochs=1, device="cpu", pretrained=False, autostart=False, gallery=4)
+    ex.start(); ex.wait(600)
     assert ex.state["n_train"] == 24 and ex.state["n_contaminants"] == 0 and ex.state["epoch"] == 1
     assert ex.scores_image.value[:4] == b"\x89PNG" and ex.gallery_image.value[:4] == b"\x89PNG"
     ex.noise.value = 0.1                                       # no defective images to plant: the run fails, the page says why
-    with pytest.raises(ValueError, match="unlabeled: it is uncurated already"): ex.wait()
+    with pytest.raises(ValueError, match="unlabeled: it is uncurated already"): ex.wait(600)
     assert ex.status.value.startswith("<span") and "error:" in ex.status.value and "uncurated already" in ex.status.value
 
 
 @pytest.fixture(scope="module")
 def trained():
-    ex = Explorer(category="brick", noise=0.1, epochs=1, device="cpu", autostart=False)
-    ex.start(); ex.wait()
+    ex = Explorer(category="brick", noise=0.1, epochs=1, device="cpu", pretrained=False, autostart=False)
+    ex.start(); ex.wait(600)
     return ex
 
 
@@ -57,7 +57,7 @@ def test_kappa_needs_no_model(trained, monkeypatch):
     before = ex.scores_image.value
     for kappa in (0.0, 0.5, 4.0, 1.5):
         ex.kappa.value = kappa
-        k = kappa_weights(ex.run["history"][-1]["scores"], kappa)
+        k = kappa_weights(ex.run["scores"], kappa)                    # the trained model's scores, cached at the end of the run
         assert ex.state["kappa"] == kappa and ex.state["t"] == pytest.approx(k["t"]) and ex.state["n_flagged"] == k["n_flagged"]
     assert ex.scores_image.value == before                     # back at κ = 1.5: the same figure, byte for byte
 
@@ -66,18 +66,36 @@ def test_a_new_setting_stops_the_run_in_progress(trained):
     ex = trained
     ex.epochs.value = 200                                     # starts a long run in the background
     t0 = time.monotonic()
-    while not (ex.run and ex.run["trainer"].target_epochs == 200 and ex.run["rounds"]) and time.monotonic() - t0 < 300: time.sleep(0.05)
+    while not (ex.run and ex.run["rounds"] and ex.run["trainer"].target_epochs == 200) and time.monotonic() - t0 < 300: time.sleep(0.05)
+    assert ex.run and ex.run["rounds"], "the long run never got going"
     long_run, first = ex.run, ex._thread
-    ex.gamma.value = 1.0                                      # a new setting: that run stops within a round, a new one starts
-    assert not first.is_alive()
-    assert ex._thread is not first
-    ex.stop(); ex.wait()
-    assert len(long_run["history"]) < 200
+    ex.gamma.value = 1.0                                      # a new setting: returns at once; that run stops within a round, a new one starts
+    assert ex._thread is not first and ex.run is None and ex.state == {}   # the old figures no longer count
+    ex.stop(); ex.wait(300)
+    assert not first.is_alive() and long_run["stopped"] and len(long_run["history"]) < 200
     assert not ex._thread.is_alive()
 
 
+def test_wait_times_out_instead_of_hanging(trained):
+    ex = trained
+    ex.epochs.value = 200; ex.start()                         # (start: the slider may hold 200 already)
+    with pytest.raises(TimeoutError, match="still going after 0.01 s"): ex.wait(0.01)
+    ex.stop(); ex.wait(300)
+
+
+def test_unticking_lambda0_auto_starts_from_the_measured_value(trained):
+    ex = trained
+    ex.epochs.value = 1; ex.wait(300)
+    lam0 = ex.run["lambda0"]
+    ex.lambda0_auto.value = False; ex.wait(300)
+    assert ex.lambda0.value == pytest.approx(min(max(lam0, 1e-6), 1.0), rel=1e-9) and ex.settings()["lambda0"] == ex.lambda0.value
+    assert ex.run["lambda0"] == pytest.approx(ex.lambda0.value)
+    ex.lambda0_auto.value = True; ex.wait(300)
+
+
 def test_app_notebook_passes_settings_through():
-    nb = app_notebook(data="some/folder", noise=0.2, pretrained=True)
+    from pathlib import Path
+    nb = app_notebook(data=Path("some/folder"), noise=0.2, pretrained=True)
     assert nb.cells[-1].source.splitlines()[-1] == "Explorer(data='some/folder', noise=0.2, pretrained=True).show()"
     assert nb.metadata["kernelspec"]["name"] == "python3"
 

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
@@ -29,27 +28,39 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
-def _wait_http(url: str, proc, timeout: float = 180):
+def _wait_listening(port: int, proc, timeout: float = 180):
+    "Wait until the server accepts connections (a GET of the page would start a kernel, and a training run, of its own)."
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None: pytest.fail(f"comet-nb explore exited with status {proc.returncode} before serving {url}")
+        if proc.poll() is not None: pytest.fail(f"comet-nb explore exited with status {proc.returncode} before listening on port {port}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200: return
+            with socket.create_connection(("127.0.0.1", port), timeout=2): return
         except OSError: time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout} s")
+    pytest.fail(f"port {port} did not open within {timeout} s")
 
 
 @pytest.fixture
-def server(tmp_path):
+def chromium():
+    path = _chromium()
+    if path is None: pytest.skip("Chromium is not installed (apt-get install chromium, or set $COMET_NB_CHROMIUM)")
+    return path
+
+
+@pytest.fixture
+def sync_api():
+    return pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')")
+
+
+@pytest.fixture
+def server(tmp_path, chromium, sync_api):
     from comet_nb.explorer import ExplorerSession
-    ExplorerSession(device="cpu").features("simplenet", "brick")     # warm the feature cache ($COMET_NB_CACHE, shared with the server)
+    ExplorerSession(device="cpu", pretrained=False).features("simplenet", "brick")   # warm the feature cache ($COMET_NB_CACHE, shared with the server)
     port, log = _free_port(), open(tmp_path / "server.log", "w")
     cmd = [sys.executable, "-c", "import sys; from comet_nb.cli import main; sys.exit(main())", "explore", "--no-pretrained", "--device", "cpu",
            "--epochs", "1", "--no-browser", "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/", proc)
+        _wait_listening(port, proc)
         yield f"http://127.0.0.1:{port}/", tmp_path / "server.log"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -61,10 +72,7 @@ def server(tmp_path):
 IMAGE_SRCS = "() => [...document.querySelectorAll('.widget-image')].map(i => i.src)"
 
 
-def test_explore_page_loads_and_the_kappa_slider_changes_the_figure(server):
-    chromium = _chromium()
-    if chromium is None: pytest.skip("Chromium is not installed (apt-get install chromium, or set $COMET_NB_CHROMIUM)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')")
+def test_explore_page_loads_and_the_kappa_slider_changes_the_figure(server, chromium, sync_api):
     url, log = server
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)

@@ -99,11 +99,13 @@ def test_console_script_runs_from_the_venv(installed):
     assert exe.read_text().splitlines()[0] == f"#!{venv / 'bin' / 'python'}", "the console script does not run the venv's Python"
     r = _run([exe, "--help"], cwd=work)
     assert r.stdout.startswith("usage: comet-nb"), r.stdout[:500]
-    for cmd in ("demo", "train", "eval", "sweep"): assert cmd in r.stdout, f"`comet-nb --help` does not list {cmd}:\n{r.stdout}"
+    for cmd in ("demo", "train", "eval", "sweep", "explore"): assert cmd in r.stdout, f"`comet-nb --help` does not list {cmd}:\n{r.stdout}"
     r = _run([exe, "demo", "--help"], cwd=work)
     assert r.stdout.startswith("usage: comet-nb demo") and "--toy" in r.stdout, r.stdout[:500]
     version = whl.name.split("-")[1]
     assert _run([exe, "--version"], cwd=work).stdout.strip() == f"comet-nb {version}"
+    r = _run([exe, "explore", "--no-pretrained", "--notebook", str(work / "page.ipynb")], cwd=work)   # the explorer's page, from the wheel alone
+    assert "wrote" in r.stdout and "Explorer(pretrained=False).show()" in (work / "page.ipynb").read_text(), r.stdout[-500:]
 
 
 def test_every_module_imports_from_the_venv(installed):
