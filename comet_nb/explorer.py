@@ -11,6 +11,7 @@ __all__ = ['CPU_EPOCHS', 'CPU_BATCH', 'RANGES', 'kappa_weights', 'scores_figure'
 # %% ../nbs/40_explorer.ipynb #e2a9fe91
 import html
 import io
+import numbers
 import threading
 import time
 import numpy as np
@@ -175,10 +176,10 @@ def check_settings(model: str = "simplenet", method: str = "comet", noise: float
     if method not in ("comet", "baseline"): raise ValueError(f"method {method!r} is not 'comet' or 'baseline'.")
     for name, v in dict(noise=noise, kappa=kappa, gamma=gamma, epochs=epochs).items():
         lo, hi = RANGES[name]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not lo <= v <= hi):
             raise ValueError(f"{name} = {v!r}: the explorer's {name} slider goes from {lo:g} to {hi:g}; give a number in that range.")
-    if epochs is not None and not isinstance(epochs, int): raise ValueError(f"epochs = {epochs!r}: give a whole number of epochs.")
-    if lambda0 is not None and (isinstance(lambda0, bool) or not isinstance(lambda0, (int, float)) or not 1e-6 <= lambda0 <= 1):
+    if epochs is not None and not isinstance(epochs, numbers.Integral): raise ValueError(f"epochs = {epochs!r}: give a whole number of epochs.")
+    if lambda0 is not None and (isinstance(lambda0, bool) or not isinstance(lambda0, numbers.Real) or not 1e-6 <= lambda0 <= 1):
         raise ValueError(f"lambda0 = {lambda0!r}: give a number from 1e-6 to 1 (the slider is logarithmic), or None for 'auto' (1 % of the initial loss).")
 
 class Explorer:
@@ -188,6 +189,9 @@ class Explorer:
                  autostart: bool = True, gallery: int = 8, dpi: int = 90):
         import ipywidgets as W
         check_settings(model, method, noise, kappa, gamma, lambda0, epochs)
+        for name, v, lo in (("gallery", gallery, 0), ("dpi", dpi, 20)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo: raise ValueError(f"{name} = {v!r}: give a whole number >= {lo}.")
+        epochs = None if epochs is None else int(epochs)
         self.session = s = ExplorerSession(data, device, pretrained, seed)
         cats = s.categories
         if category is not None and category not in cats: raise ValueError(f"category {category!r} is not in {data}; its categories are: {', '.join(map(str, cats))}.")

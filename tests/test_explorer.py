@@ -18,6 +18,12 @@ def test_bad_settings_get_clear_errors(bad, msg):
     with pytest.raises(ValueError, match=msg): Explorer(**bad, device="cpu", pretrained=False, autostart=False)
 
 
+def test_numpy_numbers_are_settings_and_gallery_dpi_are_checked():
+    check_settings(noise=np.float32(0.2), epochs=np.int64(3), kappa=np.float64(2.0))       # what a slider or an array hands over
+    with pytest.raises(ValueError, match="gallery = -1: give a whole number >= 0"): Explorer(gallery=-1, device="cpu", pretrained=False, autostart=False)
+    with pytest.raises(ValueError, match="dpi = 5: give a whole number >= 20"): Explorer(dpi=5, device="cpu", pretrained=False, autostart=False)
+
+
 def test_unknown_category_and_missing_folder(tmp_path):
     with pytest.raises(ValueError, match="its categories are: brick, grass, gravel"): Explorer(category="carpet", device="cpu", pretrained=False, autostart=False)
     with pytest.raises(FileNotFoundError, match="nowhere"): Explorer(data=tmp_path / "nowhere", device="cpu", pretrained=False, autostart=False)
