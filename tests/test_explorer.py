@@ -44,6 +44,7 @@ def test_a_plain_folder_trains_and_noise_it_cannot_make_is_shown(photos):
     ex.start(); ex.wait(600)
     assert ex.state["n_train"] == 24 and ex.state["n_contaminants"] == 0 and ex.state["epoch"] == 1
     assert ex.scores_image.value[:4] == b"\x89PNG" and ex.gallery_image.value[:4] == b"\x89PNG"
+    assert ex.run["test"] is None and ex.session.results == []          # no labelled test images: no point of Fig. 5, and no error
     ex.noise.value = 0.1                                       # no defective images to plant: the run fails, the page says why
     with pytest.raises(ValueError, match="unlabeled: it is uncurated already"): ex.wait(600)
     assert ex.status.value.startswith("<span") and "error:" in ex.status.value and "uncurated already" in ex.status.value
