@@ -350,7 +350,7 @@ class Explorer:
 
 
 # %% ../nbs/40_explorer.ipynb #63f701f8
-def app_notebook(kernel: str = "python3", **settings) -> "nbformat.NotebookNode":
+def app_notebook(kernel: str = "python3", **settings) -> dict:   # an nbformat NotebookNode (a dict)
     "The notebook `comet-nb explore` serves with Voilà: a title, how to use it, and `Explorer(**settings).show()`, run by the kernel named `kernel`."
     import os, nbformat
     args = ", ".join(f"{k}={(os.fspath(v) if isinstance(v, os.PathLike) else v)!r}" for k, v in settings.items())
