@@ -409,9 +409,7 @@ def _explore_settings(args) -> dict:
     if isinstance(s.get("pretrained"), str) and not Path(s["pretrained"]).is_file():
         raise FileNotFoundError(f"weight file not found: {s['pretrained']} (--pretrained). Give an existing file, yes or no.")
     check_settings(**{k: v for k, v in s.items() if k in ("model", "method", "noise", "kappa", "epochs")})
-    cats = ExplorerSession(s.get("data", "demo"), device=s.get("device", "auto")).categories     # a missing folder or device fails here
-    if s.get("category") is not None and s["category"] not in cats:
-        raise ValueError(f"category {s['category']!r} is not in {s.get('data', 'demo')}; its categories are: {', '.join(map(str, cats))}.")
+    ExplorerSession(s.get("data", "demo"), device=s.get("device", "auto")).check_category(s.get("category"))   # a missing folder or device fails here too
     return s
 
 def _kernelspec(folder: Path) -> str:

@@ -135,6 +135,16 @@ class ExplorerSession:
         if self.data == "demo": return list(DEMO_CATEGORIES)
         return categories(self.data) if detect_format(self.data) in ("mvtec", "viaduct") else [None]
 
+    def check_category(self, category):
+        "A clear error for a category the dataset does not have."
+        cats = self.categories
+        if category is not None and category not in cats:
+            raise ValueError(f"category {category!r} is not in {self.data}; its categories are: {', '.join(map(str, cats))}.")
+
+    def default_epochs(self, model: str) -> int:
+        "Epochs of a run when none are given: fewer on a CPU (`CPU_EPOCHS`), the preset's on a GPU."
+        return CPU_EPOCHS[model] if self.device.type == "cpu" else PRESETS[(model, "small")]["epochs"]
+
     def config(self, model: str, category, **kw) -> RunConfig:
         "The RunConfig of an explorer run (larger batches on a CPU)."
         base = dict(data=self.data, category=category, model=model, pretrained=self.pretrained, device=str(self.device), seed=self.seed,
@@ -158,19 +168,23 @@ class ExplorerSession:
         s = contaminate(split, noise, seed=self.seed) if noise else split
         return s, {str(r.path): (train, i) for i, r in enumerate(split.train)} | {str(r.path): (test, i) for i, r in enumerate(split.test)}
 
+    @staticmethod
+    def _rows(records, row) -> torch.Tensor:
+        "The cached features of `records`, stacked as float32."
+        return torch.stack([torch.as_tensor(f[i]) for f, i in (row[str(r.path)] for r in records)]).float()
+
     def training_set(self, model: str, category, noise: float) -> tuple:
         "Re-contaminate on cached features: (records, features as float32, known-contaminant flags) — no backbone pass."
-        s, row = self.split(model, category, noise)
-        x = torch.stack([torch.as_tensor(f[i]) for f, i in (row[str(r.path)] for r in s.train)]).float()
-        return s.train, x, np.array([r.known_defective for r in s.train])
+        return self._training_rows(*self.split(model, category, noise))
 
-    def test_auroc(self, model: str, category, noise: float, trained) -> dict | None:
-        "Image AUROC ± SE of a trained model on the test images left in the test set at this noise; None without both classes."
-        s, row = self.split(model, category, noise)
-        y = np.array([r.label for r in s.test])
+    def _training_rows(self, s, row) -> tuple:
+        return s.train, self._rows(s.train, row), np.array([r.known_defective for r in s.train])
+
+    def test_auroc(self, test_records, row, trained) -> dict | None:
+        "Image AUROC ± SE of a trained model on the test images left in the test set (`split`); None without both classes."
+        y = np.array([r.label for r in test_records])
         if not len(y) or y.min() == y.max(): return None
-        x = torch.stack([torch.as_tensor(f[i]) for f, i in (row[str(r.path)] for r in s.test)]).float()
-        r = image_auroc(y, _model_scores(trained, x, device=self.device))
+        r = image_auroc(y, _model_scores(trained, self._rows(test_records, row), device=self.device))
         return dict(auroc=r["auroc"], se=r["se"], n_test=len(y))
 
     def train(self, model: str = "simplenet", category=None, method: str = "comet", noise: float = 0.1, kappa: float = 1.5, gamma: float = 0.5,
@@ -182,17 +196,18 @@ class ExplorerSession:
         def check():
             if stop.is_set(): raise Stopped
         category = category if category is not None else self.categories[0]
-        if epochs is None and self.device.type == "cpu": epochs = CPU_EPOCHS[model]
+        epochs = epochs or self.default_epochs(model)
         cfg = self.config(model, category, method=method, noise=noise, kappa=kappa, gamma=gamma, lambda0=lambda0, epochs=epochs)
         run = dict(config=cfg, records=None, contaminant=None, lambda0=None, rounds=[], history=[], stopped=False, scores=None, test=None)
         try:
             dim = self.features(model, category)[1]; check()                  # the first call extracts features: seconds to minutes
-            run["records"], x, run["contaminant"] = self.training_set(model, category, noise); check()
+            s, row = self.split(model, category, noise)                      # contaminated once; training and test rows from it
+            run["records"], x, run["contaminant"] = self._training_rows(s, row); check()
             run["lambda0"] = lam0 = _lambda0(cfg, dim, x); check()
             run["trainer"] = CoMet(make_model(cfg, dim, x), trainer_config(cfg, lam0), [_Hooks(run, stop, on_epoch)])
             run["trainer"].fit(x)
             run["scores"] = run["trainer"].scores(x)                         # the trained model's own scores
-            run["test"] = self.test_auroc(model, category, noise, run["trainer"].model)
+            run["test"] = self.test_auroc(s.test, row, run["trainer"].model)
             if run["test"]: self.results.append(dict(model=model, method=method, noise=noise, category=category, epochs=len(run["history"]), **run["test"]))
         except Stopped: run["stopped"] = True
         return run
@@ -224,8 +239,7 @@ class Explorer:
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo: raise ValueError(f"{name} = {v!r}: give a whole number >= {lo}.")
         epochs = None if epochs is None else int(epochs)
         self.session = s = ExplorerSession(data, device, pretrained, seed)
-        cats = s.categories
-        if category is not None and category not in cats: raise ValueError(f"category {category!r} is not in {data}; its categories are: {', '.join(map(str, cats))}.")
+        s.check_category(category); cats = s.categories
         cpu = s.device.type == "cpu"
         lay, st = W.Layout(width="330px"), {"description_width": "75px"}
         later = dict(continuous_update=False, layout=lay, style=st)
@@ -237,7 +251,7 @@ class Explorer:
         self.model = W.ToggleButtons(options=list(MODELS), value=model, style={"button_width": "85px"})
         self.method = W.ToggleButtons(options=["comet", "baseline"], value=method, style={"button_width": "85px"})
         self.category = W.Dropdown(options=[(str(c), c) for c in cats], value=category if category is not None else cats[0], description="category", layout=lay, style=st)
-        self.epochs = W.IntSlider(value=epochs or (CPU_EPOCHS[model] if cpu else PRESETS[(model, "small")]["epochs"]), min=1, max=RANGES["epochs"][1], description="epochs", **later)
+        self.epochs = W.IntSlider(value=epochs or s.default_epochs(model), min=1, max=RANGES["epochs"][1], description="epochs", **later)
         self.train_button, self.stop_button = W.Button(description="Train", icon="play"), W.Button(description="Stop", icon="stop")
         note = " — no GPU here, so fewer epochs and larger batches than the paper's presets" if cpu else ""
         self.device_label = W.HTML(f"device: <b>{s.device}</b>{html.escape(note)}")
