@@ -1,8 +1,9 @@
 """Benchmark: what CoMet costs beside each model's own training, what the feature cache saves, end-to-end inference, and the κ slider.
 
 A measurement, not a test: it prints absolute times beside their ratios and writes them, with the machine, to
-OUT/NAME.json and OUT/NAME.md. Features are synthetic (torch.randn, fixed seed) and backbones have random weights
-(offline): the time of a forward or backward pass does not depend on the values.
+OUT/NAME.json and OUT/NAME.md. Features are synthetic (torch.randn, fixed seed); the shipped backbone (EfficientNet-Lite0)
+has its ImageNet weights, the paper's (WRN-50, AlexNet) random ones (offline): the time of a forward or backward pass
+does not depend on the values.
 
     python bench/comet_bench.py --quick                  # CPU-sized, a few minutes on 2 cores
     python bench/comet_bench.py --device cuda            # reference sizes (see bench/gpu.sh)
@@ -14,6 +15,8 @@ Sections (--only takes a comma-separated subset):
   cache      an epoch on cached features against one that recomputes the backbone's features
   inference  images/s and peak memory end to end (backbone + head) against the backbone alone, same batch
   kappa      recomputing the confidence weights of 10,000 samples for a new κ
+  aggregate  SimpleNet's 3×3 patch aggregation at the reference size: the kit's order (pool, then resize) against the
+             reference implementation's layout (resize all C·9 channels as (B·C·9, 1, h, w), then pool)
 """
 import argparse
 import contextlib
@@ -36,13 +39,14 @@ import comet_nb
 import comet_nb.meta as meta
 from comet_nb.differnet import DIFFERNET_REFERENCE, DIFFERNET_SMALL, DifferNet
 from comet_nb.experiments import Detector, RunConfig
-from comet_nb.features import AlexNetMultiScale, RandomWeightsWarning, WideResNetPatches, apply_views, rotation_angles, view_key
+import torch.nn.functional as F
+from comet_nb.features import RandomWeightsWarning, aggregate_patches, apply_views, backbone_class, rotation_angles, view_key
 from comet_nb.meta import CoMet, CoMetConfig, mode_dependent, resolve_device
 from comet_nb.scl import confidence_weights
 from comet_nb.simplenet import SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, patch_grid
 from comet_nb.simplenet import predict as simplenet_predict
 
-SECTIONS = ("epochs", "cache", "inference", "kappa")
+SECTIONS = ("epochs", "cache", "inference", "kappa", "aggregate")
 PRESETS = {("simplenet", "reference"): SIMPLENET_REFERENCE, ("simplenet", "small"): SIMPLENET_SMALL,
            ("differnet", "reference"): DIFFERNET_REFERENCE, ("differnet", "small"): DIFFERNET_SMALL,
            # only for --smoke: a few seconds in all
@@ -56,19 +60,24 @@ VMAP_METHODS = ("comet-1st-vmap", "comet-2nd-vmap")     # the same with CoMetCon
 MODES = {
     "full": dict(
         epochs=[("simplenet", "reference", 256, 2, True), ("differnet", "reference", 256, 2, True)],   # (model, preset, N, timed epochs, vmap rows)
-        cache=[("simplenet", "reference", 64, METHODS[::2]), ("differnet", "reference", 64, METHODS[::2])],
-        inference=[("simplenet", "reference", 64, 32, None), ("differnet", "reference", 8, 8, None)], inference_repeats=3,
-        kappa_repeats=200),
+        cache=[("simplenet", "reference", 64, METHODS[::2], "wrn50"), ("differnet", "reference", 64, METHODS[::2], "alexnet"),
+               ("simplenet", "small", 64, METHODS[::2], "efficientnet_lite0"), ("differnet", "small", 64, METHODS[::2], "efficientnet_lite0")],
+        inference=[("simplenet", "reference", 64, 32, None, "wrn50"), ("differnet", "reference", 8, 8, None, "alexnet"),
+                   ("simplenet", "reference", 64, 32, None, "efficientnet_lite0"), ("simplenet", "small", 64, 32, None, "efficientnet_lite0"),
+                   ("differnet", "small", 8, 8, None, "efficientnet_lite0")], inference_repeats=3,
+        kappa_repeats=200, aggregate_repeats=5),
     "quick": dict(
         epochs=[("simplenet", "small", 64, 5, True), ("differnet", "small", 128, 5, True), ("simplenet", "reference", 16, 1, False)],
-        cache=[("simplenet", "reference", 8, ("baseline",)), ("differnet", "reference", 8, ("baseline",))],
-        inference=[("simplenet", "reference", 4, 4, None), ("differnet", "reference", 2, 2, 16)], inference_repeats=3,
-        kappa_repeats=50),
+        cache=[("simplenet", "reference", 8, ("baseline",), "wrn50"), ("differnet", "reference", 8, ("baseline",), "alexnet"),
+               ("simplenet", "small", 32, ("baseline",), "efficientnet_lite0"), ("differnet", "small", 32, ("baseline",), "efficientnet_lite0")],
+        inference=[("simplenet", "reference", 4, 4, None, "wrn50"), ("differnet", "reference", 2, 2, 16, "alexnet"),
+                   ("simplenet", "small", 32, 16, None, "efficientnet_lite0"), ("differnet", "small", 8, 8, None, "efficientnet_lite0")],
+        inference_repeats=3, kappa_repeats=50, aggregate_repeats=3),
     "smoke": dict(
         epochs=[("simplenet", "tiny", 8, 1, True), ("differnet", "tiny", 16, 1, True)],
-        cache=[("simplenet", "tiny", 2, ("baseline",)), ("differnet", "tiny", 2, ("baseline",))],
-        inference=[("simplenet", "tiny", 2, 2, None), ("differnet", "tiny", 1, 1, None)], inference_repeats=1,
-        kappa_repeats=10),
+        cache=[("simplenet", "tiny", 2, ("baseline",), "wrn50"), ("differnet", "tiny", 2, ("baseline",), "efficientnet_lite0")],
+        inference=[("simplenet", "tiny", 2, 2, None, "efficientnet_lite0"), ("differnet", "tiny", 1, 1, None, "alexnet")], inference_repeats=1,
+        kappa_repeats=10, aggregate_repeats=1, aggregate_batch=1),
 }
 N_KAPPA = 10_000
 TARGETS = dict(first_order=2.0, second_order=4.0, cache_speedup=10.0, inference_ratio=1.2, kappa_ms=50.0)
@@ -297,27 +306,29 @@ def extract(model: str, ext, images: torch.Tensor, views: int, dev, batch: int =
     return torch.cat(out)
 
 
-def extractor(model: str, p: dict):
+def extractor(model: str, p: dict, backbone: str):
+    "The shipped backbone with its ImageNet weights (offline); the paper's with random ones (no download here; same cost)."
+    cls, pretrained = backbone_class(model, backbone), backbone == "efficientnet_lite0"
     with random_weights():
-        if model == "simplenet": return WideResNetPatches(p["image_size"], pretrained=False, dim=p["dim"])
-        return AlexNetMultiScale(p["image_size"], pretrained=False, n_scales=p["n_scales"])
+        if model == "simplenet": return cls(p["image_size"], pretrained=pretrained, dim=p["dim"])
+        return cls(p["image_size"], pretrained=pretrained, n_scales=p["n_scales"])
 
 
 def bench_cache(mode: dict, dev) -> list:
     rows = []
-    for model, preset, n, methods in mode["cache"]:
+    for model, preset, n, methods, backbone in mode["cache"]:
         p = PRESETS[(model, preset)]; S = p["image_size"]
         views = p["train_views"] if model == "differnet" else 1
         images = torch.rand(n, 3, S, S, generator=torch.Generator().manual_seed(0))
-        ext = extractor(model, p).to(dev)
+        ext = extractor(model, p, backbone).to(dev)
         extract(model, ext, images[:2], views, dev)                           # warm-up
         sync(dev); t0 = time.perf_counter(); feats = extract(model, ext, images, views, dev); sync(dev)
         t_extract = time.perf_counter() - t0
         for method in methods:
             cached = epoch_time(model, p, feats, method, dev, 1)["seconds"]
-            rows.append(dict(model=model, preset=preset, image_size=S, n=n, views=views, method=method, extract_s=t_extract,
+            rows.append(dict(model=model, backbone=backbone, preset=preset, image_size=S, n=n, views=views, method=method, extract_s=t_extract,
                              cached_s=cached, recompute_s=t_extract + cached, speedup=(t_extract + cached) / cached))
-            log(f"cache   {model:9s} {S} px N={n:<3d} {method:9s} cached {cached:.3f} s, backbone {t_extract:.3f} s → ×{rows[-1]['speedup']:.1f}")
+            log(f"cache   {model:9s} {backbone:18s} {S} px N={n:<3d} {method:9s} cached {cached:.3f} s, backbone {t_extract:.3f} s → ×{rows[-1]['speedup']:.1f}")
         del ext
     return rows
 
@@ -334,10 +345,10 @@ def best_time(fn, dev, repeats: int, mem: bool = True):
 
 def bench_inference(mode: dict, dev) -> list:
     rows = []
-    for model, preset, n, batch, views in mode["inference"]:
+    for model, preset, n, batch, views, bb in mode["inference"]:
         p = PRESETS[(model, preset)]; S = p["image_size"]
         images = torch.rand(n, 3, S, S, generator=torch.Generator().manual_seed(0))
-        ext = extractor(model, p).to(dev).eval()
+        ext = extractor(model, p, bb).to(dev).eval()
         if model == "simplenet":
             net = SimpleNet.from_preset(p, seed=0).to(dev).eval()
             e2e = lambda: simplenet_predict(net, ext, images, batch, dev)     # scores and anomaly maps
@@ -346,7 +357,7 @@ def bench_inference(mode: dict, dev) -> list:
             V = views or p["test_views"]
             net = DifferNet.from_preset(p, dim=ext.dim, seed=0).to(dev).eval()
             cfg = RunConfig(data="demo", model="differnet", preset=preset if preset in ("small", "reference") else "small",
-                            pretrained=False, device=str(dev), overrides=dict(test_views=V))   # the detector reads test_views from it
+                            backbone=bb, pretrained=False, device=str(dev), overrides=dict(test_views=V))   # the detector reads test_views from it
             det = Detector(net, ext, cfg, None, dev)
             e2e = lambda: det.predict(images, maps=False, batch_size=batch)    # views, backbone, flow: the library's inference path
             views_fn = lambda: apply_views(images, [rotation_angles(view_key(img), V) for img in images])   # as the detector makes them
@@ -370,11 +381,11 @@ def bench_inference(mode: dict, dev) -> list:
             amp = dict(amp_ips=n / t_amp, amp_speedup=t_e2e / t_amp, amp_score_rel=float((s16 - s32).abs().max() / s32.abs().max()),
                        amp_dtype="float16" if dev.type != "cpu" else "bfloat16")
             log(f"infer   {model:9s} amp ({amp['amp_dtype']}) {n / t_amp:.2f} img/s (×{amp['amp_speedup']:.2f} float32), scores within {amp['amp_score_rel']:.2%}")
-        rows.append(dict(**amp, model=model, preset=preset, image_size=S, n=n, batch=batch, views=V, e2e_s=t_e2e, backbone_s=t_bb, views_s=t_views,
+        rows.append(dict(**amp, model=model, backbone=bb, preset=preset, image_size=S, n=n, batch=batch, views=V, e2e_s=t_e2e, backbone_s=t_bb, views_s=t_views,
                          head_rest_s=max(0.0, t_e2e - t_bb - t_views),
                          e2e_ips=n / t_e2e, backbone_ips=n / t_bb, ratio=t_e2e / t_bb,
                          e2e_peak_mib=m_e2e.mib, backbone_peak_mib=m_bb.mib, memory=m_e2e.how))
-        log(f"infer   {model:9s} {S} px N={n} views={V} end to end {n / t_e2e:.2f} img/s, backbone {n / t_bb:.2f} img/s → ×{t_e2e / t_bb:.2f}")
+        log(f"infer   {model:9s} {bb:18s} {S} px N={n} views={V} end to end {n / t_e2e:.2f} img/s, backbone {n / t_bb:.2f} img/s → ×{t_e2e / t_bb:.2f}")
         del ext, net
         if dev.type == "cuda": torch.cuda.empty_cache()
     return rows
@@ -392,6 +403,36 @@ def bench_kappa(mode: dict, dev) -> list:
             ms.append(1000 * (time.perf_counter() - t0))
         rows.append(dict(device=str(d), n=N_KAPPA, repeats=len(ms), median_ms=statistics.median(ms), min_ms=min(ms), max_ms=max(ms)))
         log(f"kappa   {d}  median {rows[-1]['median_ms']:.2f} ms over {len(ms)} recomputations of {N_KAPPA} weights")
+    return rows
+
+
+def aggregate_reference_layout(maps: list, dim: int, patch: int = 3) -> torch.Tensor:
+    "SimpleNet's aggregation in the public reference's order: unfold, resize every C·9 channel as (B·C·9, 1, h_l, w_l), then pool."
+    B, _, h, w = maps[0].shape
+    per_layer = []
+    for f in maps:
+        _, C, hl, wl = f.shape
+        u = F.unfold(f, patch, padding=patch // 2).reshape(B * C * patch ** 2, 1, hl, wl)
+        if (hl, wl) != (h, w): u = F.interpolate(u, size=(h, w), mode="bilinear", align_corners=False)
+        u = u.reshape(B, C * patch ** 2, h * w).transpose(1, 2).reshape(B * h * w, 1, -1)
+        per_layer.append(F.adaptive_avg_pool1d(u, dim))
+    q = F.adaptive_avg_pool1d(torch.cat(per_layer, -1), dim)
+    return q.reshape(B, h, w, dim).permute(0, 3, 1, 2)
+
+
+def bench_aggregate(mode: dict, dev) -> list:
+    "The aggregation alone at 288 px (36×36 and 18×18 maps): WRN-50 at dim 1536, Lite0 at its preset's dim; kit vs reference layout."
+    rows, B = [], mode.get("aggregate_batch", 8)
+    gen = torch.Generator().manual_seed(0)
+    cases = [("wrn50", [(512, 36), (1024, 18)], SIMPLENET_REFERENCE["dim"]),                 # the reference preset
+             ("efficientnet_lite0", [(40, 36), (112, 18)], SIMPLENET_SMALL["dim"])]           # the shipped backbone at its preset's dim
+    for backbone, shapes, dim in cases:
+        maps = [torch.randn(B, c, s, s, generator=gen).to(dev) for c, s in shapes]
+        diff = float((aggregate_patches(maps, dim) - aggregate_reference_layout(maps, dim)).abs().max())
+        t_kit = best_time(lambda: aggregate_patches(maps, dim), dev, mode["aggregate_repeats"], mem=False)[0]
+        t_ref = best_time(lambda: aggregate_reference_layout(maps, dim), dev, mode["aggregate_repeats"], mem=False)[0]
+        rows.append(dict(backbone=backbone, batch=B, dim=dim, kit_s=t_kit, reference_layout_s=t_ref, speedup=t_ref / t_kit, max_abs_diff=diff))
+        log(f"aggregate {backbone:18s} B={B} kit {t_kit:.3f} s, reference layout {t_ref:.3f} s → ×{t_ref / t_kit:.2f} (outputs within {diff:.1e})")
     return rows
 
 
@@ -422,6 +463,9 @@ def targets(res: dict) -> list:
         out.append((f"{r['model']} inference within {TARGETS['inference_ratio']:g}× of the backbone alone", f"{r['ratio']:.3f}×",
                     f"{r['e2e_ips']:.3g} vs {r['backbone_ips']:.3g} img/s",
                     verdict(r["ratio"] <= TARGETS["inference_ratio"], "" if r["preset"] == "reference" else f"{r['preset']} preset")))
+    for r in res.get("aggregate", []):
+        out.append((f"{r['backbone']} patch aggregation faster than the reference layout", f"{r['speedup']:.2f}×",
+                    f"{fmt_s(r['kit_s'])} s vs {fmt_s(r['reference_layout_s'])} s (B={r['batch']})", verdict(r["speedup"] > 1)))
     for r in res.get("kappa", []):
         if r["device"] != "cpu": continue
         out.append((f"κ recomputation for {r['n']:,} samples < {TARGETS['kappa_ms']:g} ms on CPU", f"{r['median_ms']:.2f} ms",
@@ -459,8 +503,8 @@ def markdown(res: dict) -> str:
         lines += ["## Cached features against recomputing the backbone every epoch", "",
                   "recomputing = one backbone pass over the training images (all views) + the same epoch on its features; "
                   "images are already in memory (no decoding), so this is a lower bound and the speed-up conservative.", "",
-                  table(["model", "size", "images", "views", "method", "backbone pass (s)", "cached epoch (s)", "recomputing epoch (s)", "speed-up"],
-                        [[r["model"], f"{r['image_size']} px", r["n"], r["views"], r["method"], fmt_s(r["extract_s"]), fmt_s(r["cached_s"]),
+                  table(["model", "backbone", "size", "images", "views", "method", "backbone pass (s)", "cached epoch (s)", "recomputing epoch (s)", "speed-up"],
+                        [[r["model"], r["backbone"], f"{r['image_size']} px", r["n"], r["views"], r["method"], fmt_s(r["extract_s"]), fmt_s(r["cached_s"]),
                           fmt_s(r["recompute_s"]), f"{r['speedup']:.1f}×"] for r in res["cache"]]), ""]
     if res.get("inference"):
         how = res["inference"][0]["memory"]
@@ -468,9 +512,9 @@ def markdown(res: dict) -> str:
                   f"peak memory: {how}.", "",
                   "end to end = backbone + making the rotated views (DifferNet) + head, maps and the rest; the last two columns split "
                   "the difference (s for all images).", "",
-                  table(["model", "size", "images", "batch", "views", "end to end (img/s)", "backbone alone (img/s)", "ratio", "peak MiB e2e",
+                  table(["model", "backbone", "size", "images", "batch", "views", "end to end (img/s)", "backbone alone (img/s)", "ratio", "peak MiB e2e",
                          "peak MiB backbone", "making views (s)", "head + rest (s)"],
-                        [[r["model"], f"{r['image_size']} px", r["n"], r["batch"], r["views"], f"{r['e2e_ips']:.3g}", f"{r['backbone_ips']:.3g}",
+                        [[r["model"], r["backbone"], f"{r['image_size']} px", r["n"], r["batch"], r["views"], f"{r['e2e_ips']:.3g}", f"{r['backbone_ips']:.3g}",
                           f"{r['ratio']:.2f}×", f"{r['e2e_peak_mib']:.0f}", f"{r['backbone_peak_mib']:.0f}",
                           fmt_s(r["views_s"]) if r["views"] > 1 else "–", fmt_s(r["head_rest_s"])] for r in res["inference"]]), ""]
     amp_rows = [r for r in res.get("inference", []) if "amp_ips" in r]
@@ -480,6 +524,13 @@ def markdown(res: dict) -> str:
                   table(["model", "size", "dtype", "float32 (img/s)", "amp (img/s)", "speed-up", "score change"],
                         [[r["model"], f"{r['image_size']} px", r["amp_dtype"], f"{r['e2e_ips']:.3g}", f"{r['amp_ips']:.3g}", f"{r['amp_speedup']:.2f}×",
                           f"{r['amp_score_rel']:.2%}"] for r in amp_rows]), ""]
+    if res.get("aggregate"):
+        lines += ["## SimpleNet's patch aggregation at 288 px: the kit's order against the reference layout", "",
+                  "Same output (max |difference| shown); the kit pools the C·9 neighbourhood values to dim before resizing, the reference resizes "
+                  "all C·9 channels first.", "",
+                  table(["backbone shapes", "batch", "dim", "kit (s)", "reference layout (s)", "speed-up", "max |diff|"],
+                        [[r["backbone"], r["batch"], r["dim"], fmt_s(r["kit_s"]), fmt_s(r["reference_layout_s"]), f"{r['speedup']:.2f}×",
+                          f"{r['max_abs_diff']:.1e}"] for r in res["aggregate"]]), ""]
     if res.get("kappa"):
         lines += ["## κ slider: confidence weights of 10,000 samples recomputed", "",
                   table(["device", "samples", "repeats", "median (ms)", "min (ms)", "max (ms)"],
@@ -526,18 +577,19 @@ def finite(x):
 
 
 def notes(mode_name: str, mode: dict, sections) -> list:
-    out = ["synthetic features (torch.randn, seed 0) and random-weight backbones: timings only, no accuracy"]
+    out = ["synthetic features (torch.randn, seed 0); the shipped EfficientNet-Lite0 with its ImageNet weights, the paper's backbones "
+           "with random weights (no download): timings only, no accuracy"]
     if mode_name == "full": return out
     if "epochs" in sections:
         out.append("epochs: " + ", ".join(f"{m} {p} preset N={n} (best of {r}{', loop and vmapped' if v else ', loop only'})"
                                           for m, p, n, r, v in mode["epochs"]) +
                    "; full mode: both models at the reference sizes with N=256, loop and vmapped")
     if "cache" in sections:
-        out.append("cache: " + ", ".join(f"{m} {PRESETS[(m, p)]['image_size']} px with {n} images" for m, p, n, _ in mode["cache"]) +
+        out.append("cache: " + ", ".join(f"{m} ({b}) {PRESETS[(m, p)]['image_size']} px with {n} images" for m, p, n, _, b in mode["cache"]) +
                    ", baseline only (full mode: 64 images, baseline and CoMet)")
     if "inference" in sections:
-        out.append("inference: " + ", ".join(f"{m} {PRESETS[(m, p)]['image_size']} px, {n} image(s)" + (f", {v} test views instead of "
-                   f"{PRESETS[(m, p)]['test_views']}" if v else "") for m, p, n, _, v in mode["inference"]) + f", best of {mode['inference_repeats']}")
+        out.append("inference: " + ", ".join(f"{m} ({b}) {PRESETS[(m, p)]['image_size']} px, {n} image(s)" + (f", {v} test views instead of "
+                   f"{PRESETS[(m, p)]['test_views']}" if v else "") for m, p, n, _, v, b in mode["inference"]) + f", best of {mode['inference_repeats']}")
     if "kappa" in sections: out.append(f"kappa: {mode['kappa_repeats']} repeats")
     if mode_name == "smoke": out.insert(0, "SMOKE RUN: tiny sizes to check the script runs; the numbers mean nothing")
     return out
@@ -568,7 +620,7 @@ def main(argv=None):
     res = dict(name=name, mode=mode_name, started=time.strftime("%Y-%m-%d %H:%M:%S"), machine=machine(dev), sections=sections,
                targets=TARGETS, notes=notes(mode_name, mode, sections), argv=sys.argv[1:])
     t0, out = time.perf_counter(), Path(a.out)
-    runners = dict(epochs=bench_epochs, cache=bench_cache, inference=bench_inference, kappa=bench_kappa)
+    runners = dict(epochs=bench_epochs, cache=bench_cache, inference=bench_inference, kappa=bench_kappa, aggregate=bench_aggregate)
     for s in SECTIONS:
         if s not in sections: continue
         res[s] = runners[s](mode, dev)

@@ -7,7 +7,7 @@ Docs: https://comet-nb.github.io/comet_nb/cli.html.md"""
 # %% auto #0
 __all__ = ['METHODS', 'COLUMNS', 'EXECUTORS', 'DEMO_EPOCHS', 'toy_demo', 'weights_report', 'run_config', 'train_command',
            'eval_command', 'sweep_grid', 'train_one', 'run_sweep', 'paper_tables', 'noise_plot', 'sweep_command',
-           'ray_runs', 'paired_difference', 'demo_table', 'image_demo', 'demo_command', 'explore_command',
+           'ray_runs', 'paired_difference', 'demo_table', 'harm_table', 'image_demo', 'demo_command', 'explore_command',
            'build_parser', 'main']
 
 # %% ../nbs/35_cli.ipynb #263cd9b1
@@ -62,7 +62,7 @@ def weights_report(n: int = 200,              # training samples
 
 # %% ../nbs/35_cli.ipynb #7640ded2
 _RUN_FLAGS = dict(data="--data", category="--category", format="--format", model="--model", method="--method", noise="--noise",
-                  epochs="--epochs", image_size="--image-size", preset="--preset", pretrained="--pretrained", device="--device", seed="--seed",
+                  epochs="--epochs", image_size="--image-size", preset="--preset", backbone="--backbone", pretrained="--pretrained", device="--device", seed="--seed",
                   kappa="--kappa", batch_size="--batch-size", lr="--lr")
 
 def _pretrained(v: str):
@@ -230,7 +230,8 @@ def sweep_command(args) -> str:
     "`comet-nb sweep`: run the grid, write results.csv, tables.md and noise.png."
     split = lambda v, f=str: [f(x) for x in v.split(",") if x != ""]
     data = args.data if args.data == "demo" or not Path(args.data).exists() else str(Path(args.data).resolve())   # the same runs from any folder, on any node
-    common = dict(data=data, format=args.format, preset=args.preset, pretrained=args.pretrained, device=args.device)
+    common = dict(data=data, format=args.format, preset=args.preset, backbone=args.backbone, pretrained=args.pretrained,
+                  device=args.device)
     for k in ("epochs", "image_size"):
         if getattr(args, k) is not None: common[k] = getattr(args, k)
     cats = split(args.categories) if args.categories else [None]
@@ -331,6 +332,28 @@ def demo_table(rows_or_csv) -> str:
     if not body: raise ValueError("no model and noise level has both a baseline and a CoMet run: nothing to compare.")
     return _md(head, body)
 
+def harm_table(rows_or_csv) -> str:
+    "What contamination does to the plain detector: baseline I/P-AUROC clean and contaminated, the NN reference beside, the paired drop."
+    rows = [r for r in _read(rows_or_csv) if r["method"] == "baseline"]
+    head = ("model", "training set", "seeds", "baseline I-AUROC", "baseline P-AUROC", "NN reference I-AUROC", "change from clean", "verdict")
+    body = []
+    for model in sorted({r["model"] for r in rows}):
+        by = {x: {r["seed"]: r for r in rows if (r["model"], r["noise"]) == (model, x)} for x in sorted({r["noise"] for r in rows if r["model"] == model})}
+        for noise, runs in by.items():
+            s = sorted(runs)
+            change, verdict = "—", "—"
+            if noise and 0.0 in by and set(s) & set(by[0.0]):
+                seeds = sorted(set(s) & set(by[0.0]))
+                md, se, crit = paired_difference([by[0.0][k] for k in seeds], [runs[k] for k in seeds])
+                change = f"{100 * md:+.1f} ± {100 * se:.1f}"
+                verdict = ("no verdict" if se != se else "contamination hurts" if md < -crit * se
+                           else "contamination helps" if md > crit * se else "no clear change")
+            r = [runs[k] for k in s]
+            body.append([model, "clean" if not noise else f"{100 * noise:g} % defective", len(s), _pm([x["i_auroc"] for x in r], [x["i_auroc_se"] for x in r]),
+                         _pm([x["p_auroc"] for x in r], [None]), _pm([x["nn_reference_i_auroc"] for x in r], [None]), change, verdict])
+    if not body: raise ValueError("no baseline runs: nothing to show.")
+    return _md(head, body)
+
 def _curation_lines(rows) -> list:
     "One line per CoMet run with contaminants: what its weights found in its own training set."
     out = []
@@ -352,21 +375,33 @@ def _gallery(run_dir, path) -> None:
                                 k=8, known_defective=[r["contaminant"] == "1" for r in w])
     atomic_write(path, _png(fig))
 
+def _features_words(backbone: str, pretrained) -> str:
+    "The demo's features in words, for its first line."
+    if pretrained is False: return f"{backbone} backbone with RANDOM weights (a mechanics check: not the paper's setting)"
+    if backbone == "efficientnet_lite0" and pretrained is True: return "ImageNet features of EfficientNet-Lite0 (shipped with the kit, offline)"
+    if backbone == "paper": return "ImageNet features of the paper's backbones (WRN-50 for SimpleNet, AlexNet for DifferNet)"
+    return f"ImageNet features of {backbone}" + ("" if pretrained is True else f" from {pretrained}")
+
 def image_demo(out="comet-nb-demo",       # folder for the runs, results.csv, noise.png and the galleries (finished runs are reused)
                seeds: int = 2,            # seeds 0 .. seeds-1; each seed draws its own contamination and initialisation
                noise=(0.1,),              # fractions of defective images in the training set
                category: str = "brick",   # demo category: brick, grass or gravel
                epochs: dict | int | None = None,      # None: DEMO_EPOCHS; an int for both models
                image_size: int | None = None,         # None: the small presets' sizes
+               backbone: str = "efficientnet_lite0",  # the shipped ImageNet backbone; 'paper': WRN-50 / AlexNet (a download)
+               pretrained=True,                       # ImageNet weights; False: random (mechanics only), or a weight file
                progress: bool = True) -> str:
     "Baseline vs CoMet for SimpleNet and DifferNet on the demo set with contaminated training sets: a table, a curation summary, Fig. 5 and Fig. 2 as PNGs."
     if not (isinstance(seeds, int) and seeds >= 1): raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}.")
+    if not any(noise): raise ValueError(f"noise {tuple(noise)}: give at least one fraction > 0 (the clean baseline is always run beside it).")
     t0 = time.perf_counter()
     ep = dict(DEMO_EPOCHS) if epochs is None else {m: epochs for m in DEMO_EPOCHS} if isinstance(epochs, int) else dict(epochs)
     size = {} if image_size is None else dict(image_size=image_size)
-    runs = [run for model in ("simplenet", "differnet")
-            for run in sweep_grid([category], [model], ["baseline", "comet"], list(noise), list(range(seeds)),
-                                  data="demo", preset="small", pretrained=False, epochs=ep[model], **size)]
+    common = dict(data="demo", preset="small", backbone=backbone, pretrained=pretrained, **size)
+    runs = []
+    for model in ("simplenet", "differnet"):
+        runs += sweep_grid([category], [model], ["baseline"], [0.0], list(range(seeds)), epochs=ep[model], **common)   # the clean reference
+        runs += sweep_grid([category], [model], ["baseline", "comet"], [x for x in noise if x], list(range(seeds)), epochs=ep[model], **common)
     rows = run_sweep(runs, out, progress=progress)
     out = Path(out)
     import matplotlib.pyplot as plt
@@ -377,8 +412,9 @@ def image_demo(out="comet-nb-demo",       # folder for the runs, results.csv, no
         if r and top > 0: _gallery(r[0]["run"], out / f"gallery-{model}.png")
     return "\n".join([
         f"Baseline vs CoMet on the demo set ({category}, {', '.join(f'{100 * x:g} %' for x in noise)} of the training images defective and "
-        f"unlabelled), {seeds} seed(s), random backbone weights (offline; not the paper's setting), last epoch, threshold from training scores only.",
-        "", demo_table(rows), "",
+        f"unlabelled), {seeds} seed(s), {_features_words(backbone, pretrained)}, last epoch, threshold from training scores only.",
+        "", "What contamination does to the plain detector (baseline), beside a training-free nearest-neighbour score on the same features:",
+        "", harm_table(rows), "", "Baseline against CoMet on the contaminated training sets:", "", demo_table(rows), "",
         "Image and pixel AUROC: mean ± standard error in %, over seeds when there are several, else the run's Hanley–McNeil SE.",
         "CoMet − baseline: the mean paired difference ± SE, SE² = (spread over seeds)²/seeds + the runs' Hanley–McNeil variances (the seeds share",
         "the test set, so its sampling error does not average away). A verdict needs |difference| > t·SE, t = Student's 97.5 % quantile for",
@@ -395,14 +431,15 @@ def demo_command(args) -> str:
     try: noise = tuple(float(x) for x in args.noise.split(",") if x.strip())
     except ValueError: noise = ()
     if not noise: raise ValueError(f"--noise {args.noise!r}: give one or more comma-separated fractions in [0, 1), e.g. 0.1 or 0,0.1.")
-    return image_demo(args.out, 2 if args.seeds is None else args.seeds, noise, args.category, args.epochs, args.image_size, progress=not args.quiet)
+    return image_demo(args.out, 2 if args.seeds is None else args.seeds, noise, args.category, args.epochs, args.image_size,
+                      args.backbone, args.pretrained, progress=not args.quiet)
 
 # %% ../nbs/35_cli.ipynb #10541d12
 def _explore_settings(args) -> dict:
     "The Explorer's settings from the command line, checked (data, category, ranges) before any server starts; paths made absolute (the page runs elsewhere)."
     from comet_nb.explorer import ExplorerSession, check_settings
     s = dict(data=args.data, category=args.category, model=args.model, method=args.method, noise=args.noise, kappa=args.kappa, epochs=args.epochs,
-             device=args.device, pretrained=args.pretrained)
+             device=args.device, backbone=args.backbone, pretrained=args.pretrained)
     s = {k: v for k, v in s.items() if v is not None}
     for k in ("data", "pretrained"):                                   # the page's kernel runs in a temporary folder
         if isinstance(s.get(k), str) and s[k] != "demo": s[k] = str(Path(s[k]).expanduser().resolve())
@@ -450,12 +487,16 @@ def explore_command(args) -> str:
     if rc: raise RuntimeError(f"the Voilà server exited with status {rc} (its messages are above); is port {args.port} in use? Try --port.")
     return "comet-nb explore: stopped."
 
-
 # %% ../nbs/35_cli.ipynb #d53df33d
 _FORMATS = ("auto", "mvtec", "viaduct", "ksdd2", "folder", "demo")   # the dataset layouts of comet_nb.experiments (not imported: --help stays instant)
 
-def _pretrained_flags(p, default):
-    p.add_argument("--pretrained", default=default, help="'yes' (ImageNet weights, the default), 'no' (random weights: runs offline, not comparable to the paper) or a weight file")
+_BACKBONES = ("efficientnet_lite0", "wrn50", "alexnet", "paper")   # comet_nb.features.BACKBONES, plus 'paper' (not imported: --help stays instant)
+
+def _pretrained_flags(p, default, backbone_default="efficientnet_lite0"):
+    p.add_argument("--backbone", default=backbone_default, choices=_BACKBONES,
+                   help="frozen features: efficientnet_lite0 (ImageNet weights shipped with the kit, offline; the default) or the paper's: "
+                        "wrn50 (SimpleNet), alexnet (DifferNet), 'paper' (each model's own; ImageNet weights downloaded, or --pretrained FILE)")
+    p.add_argument("--pretrained", default=default, help="'yes' (ImageNet weights, the default), 'no' (random weights: mechanics tests only) or a weight file")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const="no", help="same as --pretrained no")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("demo", help="baseline vs CoMet, both models, on the offline demo images with 10%% contaminated training sets (~5 min on a CPU)",
                        description="Train SimpleNet and DifferNet, plainly and with CoMet, on the offline demo set with 10%% of the training images "
-                                   "defective and unlabelled (random backbone weights), over a few seeds; print a table with standard errors and "
+                                   "defective and unlabelled (ImageNet features of the shipped EfficientNet-Lite0; --backbone paper for the paper's), over a few seeds; print a table with standard errors and "
                                    "write Fig. 5 and the lowest-weight gallery (Fig. 2) to --out. --toy: the 2-D Gaussian toy instead (seconds).")
     d.add_argument("--seeds", type=int, help="number of seeds (default: 2; --toy: 3)")
     d.add_argument("--noise", default="0.1", help="comma-separated fractions of defective training images, e.g. 0,0.1 (default: 0.1)")
@@ -475,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="comet-nb-demo", help="output folder; finished runs with the same settings are reused (default: comet-nb-demo)")
     d.add_argument("--toy", action="store_true", help="the 2-D Gaussian toy of notebook 03 instead of images (a few seconds)")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
+    _pretrained_flags(d, "yes")
     w = sub.add_parser("weights", help="Soft Confident Learning weights on generated, contaminated training scores",
                        description="Show the IQR threshold and confidence weights (Eq. 1-2) on a generated, contaminated set of training scores.")
     w.add_argument("--n", type=int, default=200, help="training samples (default: 200)")
@@ -497,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     t.add_argument("--image-size", type=int, help="input size in px (default: the preset's)")
     t.add_argument("--preset", choices=("small", "reference"), help="'reference': the papers' settings; 'small': fast on a CPU (default)")
-    _pretrained_flags(t, None)
+    _pretrained_flags(t, None, None)
     t.add_argument("--device", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     t.add_argument("--seed", type=int, help="seed of initialisation, training and contamination (default: 0)")
     t.add_argument("--kappa", type=float, help="κ of the IQR rule (default: 1.5)")
@@ -572,7 +614,7 @@ def main(argv=None) -> int:
         return 2
     except (OSError, RuntimeError) as e:                                                 # an unwritable folder, offline weights, ...
         msg = str(e)
-        if "ImageNet weights" in msg: msg += " From the command line: --no-pretrained, or --pretrained /path/to/file."
+        if "ImageNet weights" in msg: msg += " From the command line: --pretrained /path/to/file, or --backbone efficientnet_lite0 (shipped, offline)."
         print(f"comet-nb {args.command}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

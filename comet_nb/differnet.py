@@ -17,7 +17,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import nn
 from .meta import ADModel, CoMet, CoMetConfig
 from .data import ADDataset, Split
-from .features import AlexNetMultiScale, extract_features
+from .features import FeatureExtractor, backbone_class, extract_features
 from .metrics import hanley_mcneil_se
 
 # %% ../nbs/20_differnet.ipynb #6577e512
@@ -112,7 +112,7 @@ def lambda0_for(model: nn.Module, train_features: torch.Tensor, fraction: float 
     return fraction * max(data, 1e-3) / sq
 
 # %% ../nbs/20_differnet.ipynb #b76d58d7
-def gradient_maps(model: DifferNet, extractor: AlexNetMultiScale, images: torch.Tensor, sigma: float = 4.0, n_views: int = 1) -> torch.Tensor:
+def gradient_maps(model: DifferNet, extractor: FeatureExtractor, images: torch.Tensor, sigma: float = 4.0, n_views: int = 1) -> torch.Tensor:
     "DifferNet's localisation: |∂score/∂pixel| (channel L2 norm), averaged over `n_views` rotations, Gaussian-smoothed: (B, 3, H, W) → (B, H, W)."
     was = model.training; model.eval(); extractor.eval(); dev = next(model.parameters()).device
     x = images.to(dev).clone().requires_grad_(True)
@@ -129,13 +129,15 @@ def gradient_maps(model: DifferNet, extractor: AlexNetMultiScale, images: torch.
     return TF.gaussian_blur(maps[:, None], [k, k], [sigma, sigma])[:, 0].detach()
 
 def _score_with_grad(model: DifferNet, u: torch.Tensor) -> torch.Tensor:
-    z, _ = model.flow(u.float())
+    "Eq. 12 for one view, differentiable: the very score `forward` reports, input scale included."
+    z, _ = model.flow(u.float() * model.input_scale)
     return 0.5 * z.pow(2).sum(1) / model.dim
 
 # %% ../nbs/20_differnet.ipynb #4addfc82
-def differnet_features(split: Split, preset: dict = DIFFERNET_SMALL, pretrained=False, cache=True, device=None, progress: bool = False):
+def differnet_features(split: Split, preset: dict = DIFFERNET_SMALL, pretrained=True, cache=True, device=None, progress: bool = False,
+                       backbone: str = "efficientnet_lite0"):
     "Cached DifferNet features of a split: (train (N, V, D), test (M, V_test, D), test labels (M,), the extractor)."
-    ext = AlexNetMultiScale(preset["image_size"], pretrained=pretrained, n_scales=preset["n_scales"])
+    ext = backbone_class("differnet", backbone)(preset["image_size"], pretrained=pretrained, n_scales=preset["n_scales"])
     kw = dict(cache=cache, device=device, progress=progress)
     train = extract_features(ADDataset(split.train), ext, n_views=preset["train_views"], **kw).features
     test = extract_features(ADDataset(split.test), ext, n_views=preset["test_views"], **kw).features

@@ -34,7 +34,7 @@ from PIL import Image
 import comet_nb
 from .data import UNKNOWN, ADDataset, Record, Split, categories, contaminate, image_files, image_folder, ksdd2, load_image, mvtec, viaduct
 from .demo import demo
-from .features import AlexNetMultiScale, WideResNetPatches, _batch_features, extract_features
+from .features import PAPER_BACKBONES, _batch_features, backbone_class, extract_features
 from .meta import CoMet, CoMetConfig, ProgressBar, SaveCheckpoint, atomic_file, resolve_device, score_all
 from .differnet import DIFFERNET_REFERENCE, DIFFERNET_SMALL, DifferNet, gradient_maps, lambda0_for
 from .simplenet import SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, predict as simplenet_predict
@@ -84,7 +84,8 @@ class RunConfig:
     image_size: int | None = None       # None: the preset's
     preset: str = "small"               # 'small' (CPU) or 'reference' (the papers' settings)
     overrides: dict = field(default_factory=dict)   # other preset entries, e.g. {'dim': 128} or {'n_scales': 2}
-    pretrained: bool | str = True       # ImageNet weights, False (random weights, offline), or a weight file
+    backbone: str = "efficientnet_lite0"   # frozen features: 'efficientnet_lite0' (ships with the kit), or the paper's: 'wrn50' (SimpleNet), 'alexnet' (DifferNet), 'paper' (the model's)
+    pretrained: bool | str = True       # ImageNet weights (shipped, or downloaded for the paper's backbones), False (random: mechanics tests only), or a weight file
     device: str = "auto"
     seed: int = 0                       # model initialisation, training, contamination
     kappa: float = 1.5                  # κ of Eq. 2 (and of the decision threshold)
@@ -119,6 +120,10 @@ class RunConfig:
             if k in _OWN_FIELDS: _bad("overrides", self.overrides, f"{k!r} has a field of its own: set RunConfig({k}=...) instead.")
             if k not in base: _bad("overrides", self.overrides, f"{k!r} is not an entry of the {self.model} preset; its entries are {', '.join(sorted(set(base) - set(_OWN_FIELDS)))}.")
             if not (v is None or isinstance(v, (bool, int, float, str))): _bad("overrides", self.overrides, f"the value of {k!r} must be a number, a string, a bool or None.")
+        if not isinstance(self.backbone, str): _bad("backbone", self.backbone, "give a backbone name, e.g. 'efficientnet_lite0'.")
+        if self.backbone == "paper": self.backbone = PAPER_BACKBONES[self.model]    # the paper's: WRN-50 or AlexNet
+        try: backbone_class(self.model, self.backbone)
+        except ValueError as e: _bad("backbone", self.backbone, str(e).split(": ", 1)[1])
         if isinstance(self.pretrained, os.PathLike): self.pretrained = str(self.pretrained)
         if not isinstance(self.pretrained, (bool, str)) or self.pretrained == "":
             _bad("pretrained", self.pretrained, "give True (ImageNet weights), False (random weights) or the path of a weight file.")
@@ -143,9 +148,10 @@ class RunConfig:
         for k in ("epochs", "batch_size", "lr"):
             if getattr(self, k) is not None: p[k] = getattr(self, k)
         if self.model == "differnet":
+            least, net = (63, "AlexNet") if self.backbone == "alexnet" else (32, "EfficientNet-Lite0")
             smallest = p["image_size"] // 2 ** (p["n_scales"] - 1)
-            if smallest < 63: _bad("image_size", p["image_size"], f"AlexNet needs >= 63 px at the smallest of {p['n_scales']} scales (this gives {smallest} px); "
-                                   f"use image_size >= {63 * 2 ** (p['n_scales'] - 1)} or fewer scales (overrides={{'n_scales': 1}}).")
+            if smallest < least: _bad("image_size", p["image_size"], f"{net} needs >= {least} px at the smallest of {p['n_scales']} scales (this gives {smallest} px); "
+                                      f"use image_size >= {least * 2 ** (p['n_scales'] - 1)} or fewer scales (overrides={{'n_scales': 1}}).")
         return p
 
     def to_dict(self) -> dict:
@@ -163,6 +169,8 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown: raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; the valid keys are: {', '.join(sorted(known))}.")
+        if "backbone" not in d and d.get("model", "simplenet") in PAPER_BACKBONES:     # written before the backbone was a choice:
+            d = dict(d, backbone=PAPER_BACKBONES[d.get("model", "simplenet")])          # those runs used the paper's
         return cls(**d)
 
     @classmethod
@@ -228,9 +236,9 @@ def load_split(data, category: str | None = None, format: str = "auto", noise: f
 # %% ../nbs/31_experiments.ipynb #e68f748e
 def make_extractor(cfg: RunConfig):
     "The frozen backbone of the run's model, from its resolved preset."
-    p = cfg.preset_dict()
-    if cfg.model == "differnet": return AlexNetMultiScale(p["image_size"], pretrained=cfg.pretrained, n_scales=p["n_scales"])
-    return WideResNetPatches(p["image_size"], pretrained=cfg.pretrained, dim=p["dim"])
+    p, cls = cfg.preset_dict(), backbone_class(cfg.model, cfg.backbone)
+    if cfg.model == "differnet": return cls(p["image_size"], pretrained=cfg.pretrained, n_scales=p["n_scales"])
+    return cls(p["image_size"], pretrained=cfg.pretrained, dim=p["dim"])
 
 def make_dataset(records, cfg: RunConfig) -> ADDataset:
     "Images as the model sees them: DifferNet's at their own size (its extractor resizes), SimpleNet's resized (and centre-cropped)."
@@ -450,7 +458,8 @@ def _finish_run(cfg, out, split, trainer, ext, train, test, device, lam0, train_
                  [(r.path, f"{w:.6g}", f"{a:.6g}", int(k)) for r, w, a, k in zip(split.train, h["weights"].tolist(), h["scores"].tolist(), known)]))
     atomic_write(out / "weights.png", _png(weights_figure(h["scores"], h["weights"], known, h["t"])))
     m.update(curation=cur, epochs=trainer.epoch, seconds=time.perf_counter() - t_start, train_seconds=train_seconds, n_train=len(split.train),
-             n_test=len(split.test), n_contaminants=int(sum(known)), lambda0=lam0, protocol=PROTOCOL, split=split.summary(), notes=split.notes,
+             n_test=len(split.test), n_contaminants=int(sum(known)), lambda0=lam0,
+             backbone=dict(name=cfg.backbone, features=ext.spec["backbone"], weights=ext.spec["weights"]), protocol=PROTOCOL, split=split.summary(), notes=split.notes,
              config=cfg.to_dict(), versions=versions(device))
     m = _finite(m)
     atomic_write(out / "metrics.json", json.dumps(m, indent=2, allow_nan=False) + "\n")
@@ -499,6 +508,19 @@ def _keep_rng():
     try: yield
     finally: torch.set_rng_state(t); np.random.set_state(n); random.setstate(p)
 
+def _rebuild_backbone(cfg: RunConfig, run_dir: Path):
+    "The run's frozen backbone, rebuilt here, or a clear refusal: it cannot be loaded, or its weights differ from the ones the run trained on."
+    try: ext = make_extractor(cfg)
+    except (ImportError, OSError, RuntimeError, ValueError) as e:
+        raise RuntimeError(f"cannot rebuild the backbone of the run in {run_dir} ({cfg.backbone}, pretrained={cfg.pretrained!r}) on this machine: {e} "
+                           "A detector needs the very features it was trained on; pass pretrained='/path/to/weight/file' if the file is elsewhere here.") from None
+    m = run_dir / "metrics.json"
+    had = (json.loads(m.read_text()).get("backbone") or {}).get("weights") if m.is_file() else None
+    if had is not None and had != ext.spec["weights"]:
+        raise RuntimeError(f"the run in {run_dir} was trained on {cfg.backbone} weights {had[:24]}…, but the ones here are {ext.spec['weights'][:24]}…: "
+                           "its detector would score features it never saw. Pass pretrained= the run's weight file, or retrain.")
+    return ext
+
 class Detector:
     "A trained run, ready for new images: the frozen backbone, the trained head and the decision threshold."
     def __init__(self, model, extractor, config: RunConfig, threshold: float | None, device):
@@ -512,7 +534,7 @@ class Detector:
         cfg = RunConfig.from_json(run_dir / "config.json")
         if pretrained is not None: cfg = replace(cfg, pretrained=pretrained)    # e.g. the same weight file, elsewhere on this machine
         dev = resolve_device(device or "auto")                                  # where this machine can run it, not where it trained
-        ext = make_extractor(cfg)
+        ext = _rebuild_backbone(cfg, run_dir)
         with _keep_rng(): trainer = CoMet.load(ckpt, make_model(cfg, ext.dim), device=str(dev))   # refuses a checkpoint of another model class
         if threshold is None and (run_dir / "metrics.json").is_file(): threshold = json.loads((run_dir / "metrics.json").read_text()).get("threshold")
         return cls(trainer.model, ext.to(dev), cfg, threshold, dev)

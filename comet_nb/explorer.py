@@ -13,6 +13,7 @@ import html
 import io
 import numbers
 import threading
+import warnings
 import time
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 from .data import categories, contaminate
 from .demo import DEMO_CATEGORIES
 from .experiments import MODELS, PRESETS, RunConfig, _lambda0, _model_scores, detect_format, load_split, make_extractor, make_model, run_features, trainer_config
+from .features import RandomWeightsWarning
 from .meta import Callback, CoMet, resolve_device
 from .metrics import image_auroc, lowest_weight_gallery
 from .scl import iqr_threshold, score_origin, weights_at
@@ -124,10 +126,17 @@ class _Hooks(Callback):
 
 class ExplorerSession:
     "The explorer's computation without widgets: a dataset's cached features, contamination as a row selection, training epoch by epoch."
-    def __init__(self, data="demo", device="auto", pretrained=True, seed: int = 0, cache=True):
-        self.data, self.pretrained, self.seed, self.cache = str(data), pretrained, seed, cache
+    def __init__(self, data="demo", device="auto", pretrained=True, seed: int = 0, cache=True, backbone: str = "efficientnet_lite0"):
+        self.data, self.pretrained, self.seed, self.cache, self.backbone = str(data), pretrained, seed, cache, backbone
         self.device = resolve_device(device)
         self._feats, self.results = {}, []                          # results: one Fig. 5 point per finished run
+
+    def backbone_words(self) -> str:
+        "What the features are, in words, for the status line."
+        if self.pretrained is False: return f"{self.backbone} with random weights (a mechanics check, not the paper's setting)"
+        if self.backbone == "efficientnet_lite0" and self.pretrained is True: return "EfficientNet-Lite0, ImageNet weights shipped with the kit"
+        if self.backbone == "paper": return "the paper's backbones (WRN-50 for SimpleNet, AlexNet for DifferNet), ImageNet weights"
+        return f"{self.backbone}, ImageNet weights" + ("" if self.pretrained is True else f" from {self.pretrained}")
 
     @property
     def categories(self) -> list:
@@ -147,7 +156,7 @@ class ExplorerSession:
 
     def config(self, model: str, category, **kw) -> RunConfig:
         "The RunConfig of an explorer run (larger batches on a CPU)."
-        base = dict(data=self.data, category=category, model=model, pretrained=self.pretrained, device=str(self.device), seed=self.seed,
+        base = dict(data=self.data, category=category, model=model, backbone=self.backbone, pretrained=self.pretrained, device=str(self.device), seed=self.seed,
                     cache=self.cache, batch_size=CPU_BATCH[model] if self.device.type == "cpu" else None, nn_reference=False)
         return RunConfig(**{**base, **kw})
 
@@ -156,7 +165,9 @@ class ExplorerSession:
         if (model, category) not in self._feats:
             cfg = self.config(model, category)
             split = load_split(cfg.data, cfg.category, cfg.format)
-            ext = make_extractor(cfg)
+            with warnings.catch_warnings():                          # random weights are said in the status line, in words
+                warnings.simplefilter("ignore", RandomWeightsWarning)
+                ext = make_extractor(cfg)
             train = run_features(split.train, cfg, ext, True, self.device)
             test = run_features(split.test, cfg, ext, True, self.device) if split.test else None   # training views: test images may join training
             self._feats[(model, category)] = (split, ext.dim, train, test)
@@ -232,13 +243,13 @@ class Explorer:
     "Sliders for κ, γ, λ0 and the contamination, model/method/category choices, live figures, Train and Stop. `show()` displays it."
     def __init__(self, data="demo", category=None, model: str = "simplenet", method: str = "comet", noise: float = 0.1, kappa: float = 1.5,
                  gamma: float = 0.5, lambda0: float | None = None, epochs: int | None = None, device="auto", pretrained=True, seed: int = 0,
-                 autostart: bool = True, gallery: int = 8, dpi: int = 90):
+                 backbone: str = "efficientnet_lite0", autostart: bool = True, gallery: int = 8, dpi: int = 90):
         import ipywidgets as W
         check_settings(model, method, noise, kappa, gamma, lambda0, epochs)
         for name, v, lo in (("gallery", gallery, 0), ("dpi", dpi, 20)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo: raise ValueError(f"{name} = {v!r}: give a whole number >= {lo}.")
         epochs = None if epochs is None else int(epochs)
-        self.session = s = ExplorerSession(data, device, pretrained, seed)
+        self.session = s = ExplorerSession(data, device, pretrained, seed, backbone=backbone)
         s.check_category(category); cats = s.categories
         cpu = s.device.type == "cpu"
         lay, st = W.Layout(width="330px"), {"description_width": "75px"}
@@ -254,7 +265,7 @@ class Explorer:
         self.epochs = W.IntSlider(value=epochs or s.default_epochs(model), min=1, max=RANGES["epochs"][1], description="epochs", **later)
         self.train_button, self.stop_button = W.Button(description="Train", icon="play"), W.Button(description="Stop", icon="stop")
         note = " — no GPU here, so fewer epochs and larger batches than the paper's presets" if cpu else ""
-        self.device_label = W.HTML(f"device: <b>{s.device}</b>{html.escape(note)}")
+        self.device_label = W.HTML(f"device: <b>{s.device}</b>{html.escape(note)} · features: {html.escape(s.backbone_words())}")
         self.status = W.HTML("ready")
         self.scores_image, self.lambda_image, self.gallery_image, self.noise_image = (W.Image(format="png") for _ in range(4))
         self.n_gallery, self.dpi, self.run, self.error, self.state = gallery, dpi, None, None, {}
@@ -361,7 +372,6 @@ class Explorer:
         with self._lock:
             run = self.run
             if run is not None: _show(self.lambda_image, lambda_figure(run["rounds"], run["history"], run["lambda0"]), self.dpi)
-
 
 # %% ../nbs/40_explorer.ipynb #63f701f8
 def app_notebook(kernel: str = "python3", **settings) -> dict:   # an nbformat NotebookNode (a dict)

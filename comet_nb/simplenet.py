@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from torch import nn
 from .meta import ADModel, resolve_device
 from .data import ADDataset, Split
-from .features import WideResNetPatches, extract_features
+from .features import FeatureExtractor, backbone_class, extract_features
 
 # %% ../nbs/21_simplenet.ipynb #a16b2f3a
 def patch_grid(image_size: int) -> tuple:
@@ -132,9 +132,10 @@ def _eval(model: nn.Module, fn):
     finally: model.train(was)
 
 # %% ../nbs/21_simplenet.ipynb #3517f595
-def simplenet_features(split: Split, preset: dict = SIMPLENET_SMALL, pretrained=False, cache=True, device=None, progress: bool = False):
+def simplenet_features(split: Split, preset: dict = SIMPLENET_SMALL, pretrained=True, cache=True, device=None, progress: bool = False,
+                       backbone: str = "efficientnet_lite0"):
     "Cached SimpleNet patch features of a split: (train (N, D, h, w), test (M, D, h, w), test labels (M,), test masks (M, S, S), the extractor)."
-    ext = WideResNetPatches(preset["image_size"], pretrained=pretrained, dim=preset["dim"])
+    ext = backbone_class("simplenet", backbone)(preset["image_size"], pretrained=pretrained, dim=preset["dim"])
     size, crop = (preset["resize"], preset["image_size"]) if preset.get("resize") else (preset["image_size"], None)
     kw = dict(cache=cache, device=device, progress=progress)
     train_ds, test_ds = ADDataset(split.train, size=size, crop=crop), ADDataset(split.test, size=size, crop=crop)
@@ -175,7 +176,7 @@ def inference_precision(device, amp: bool = False):
     dev = torch.device(device)
     return torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == "cpu" else torch.float16) if amp else contextlib.nullcontext()
 
-def predict(model: SimpleNet, extractor: WideResNetPatches, images: torch.Tensor, batch_size: int = 32, device=None, amp: bool = False) -> tuple:
+def predict(model: SimpleNet, extractor: FeatureExtractor, images: torch.Tensor, batch_size: int = 32, device=None, amp: bool = False) -> tuple:
     "Scores (N,) and maps (N, S, S) on the CPU of images (N, 3, S, S), end to end; runs where the model is, or moves model and extractor to `device`. `amp`: mixed precision."
     dev = next(model.parameters()).device if device is None else resolve_device(device)
     model, extractor = model.to(dev), extractor.to(dev)
@@ -186,7 +187,7 @@ def predict(model: SimpleNet, extractor: WideResNetPatches, images: torch.Tensor
         scores.append(sc.float().cpu()); maps.append(mp.float().cpu())
     return torch.cat(scores), torch.cat(maps)
 
-def images_per_second(model: SimpleNet, extractor: WideResNetPatches, images: torch.Tensor, batch_size: int = 32, device=None, repeat: int = 3,
+def images_per_second(model: SimpleNet, extractor: FeatureExtractor, images: torch.Tensor, batch_size: int = 32, device=None, repeat: int = 3,
                       amp: bool = False) -> float:
     "Throughput of `predict` (best of `repeat` runs after one warm-up; waits for the GPU)."
     dev = next(model.parameters()).device if device is None else resolve_device(device)

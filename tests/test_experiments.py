@@ -103,7 +103,10 @@ def test_config_json_round_trip(tmp_path, root):
     (dict(overrides=dict(dim=[1])), "the value of 'dim' must be"),
     (dict(data="demo", format="ksdd2"), "data='demo' is the generated demo set"),
     (dict(data="/somewhere", format="demo"), "format 'demo' goes with data='demo'"),
-    (dict(model="differnet", image_size=200), "AlexNet needs >= 63 px"),
+    (dict(model="differnet", backbone="alexnet", image_size=200), "AlexNet needs >= 63 px"),
+    (dict(model="differnet", image_size=100), "EfficientNet-Lite0 needs >= 32 px"),
+    (dict(model="simplenet", backbone="alexnet"), "backbone = 'alexnet' is not valid: choose 'efficientnet_lite0' or 'wrn50'"),
+    (dict(backbone=3), "backbone = 3"),
 ])
 def test_bad_config_values(kw, msg):
     with pytest.raises(ValueError) as e:
