@@ -1,4 +1,4 @@
-"""A normalizing flow on multi-scale AlexNet features (Eq. 10–12): affine coupling blocks written out, the per-sample loss and score of the CoMet protocol, gradient anomaly maps — then the same flow trained by the CoMet trainer.
+"""A normalizing flow on multi-scale ImageNet features — the shipped EfficientNet-Lite0's, or the paper's AlexNet (Eq. 10–12): affine coupling blocks written out, the per-sample loss and score of the CoMet protocol, gradient anomaly maps — then the same flow trained by the CoMet trainer.
 
 Docs: https://comet-nb.github.io/comet_nb/differnet.html.md"""
 
@@ -69,8 +69,8 @@ class Flow(nn.Module):
 # %% ../nbs/20_differnet.ipynb #14e7e6e5
 DIFFERNET_REFERENCE = dict(image_size=448, n_scales=3, n_blocks=8, hidden=2048, clamp=3.0, train_views=4, test_views=64,
                            lr=2e-4, epochs=180, batch_size=192)
-DIFFERNET_SMALL = dict(image_size=256, n_scales=3, n_blocks=4, hidden=256, clamp=3.0, train_views=4, test_views=8,
-                       lr=2e-4, epochs=60, batch_size=16)
+DIFFERNET_SMALL = dict(image_size=128, n_scales=3, n_blocks=4, hidden=256, clamp=3.0, train_views=4, test_views=8,
+                       lr=2e-4, epochs=60, batch_size=16)   # the shipped backbone, on a CPU
 
 class DifferNet(ADModel):
     "A normalizing flow on (B, V, D) multi-scale features: per-sample loss (Eq. 11) and score (Eq. 12), averaged over views."

@@ -1,4 +1,4 @@
-"""Patch features from a frozen WideResNet-50, a linear adapter, Gaussian-noise fake features and a two-layer discriminator with a truncated-L1 loss (Eq. 13–16) — per-image losses and scores for the CoMet trainer, pixel anomaly maps, and weights that stay with their images.
+"""Patch features from a frozen ImageNet CNN (the shipped EfficientNet-Lite0, or the paper's WideResNet-50), a linear adapter, Gaussian-noise fake features and a two-layer discriminator with a truncated-L1 loss (Eq. 13–16) — per-image losses and scores for the CoMet trainer, pixel anomaly maps, and weights that stay with their images.
 
 Docs: https://comet-nb.github.io/comet_nb/simplenet.html.md"""
 
@@ -23,7 +23,7 @@ from .features import FeatureExtractor, backbone_class, extract_features
 
 # %% ../nbs/21_simplenet.ipynb #a16b2f3a
 def patch_grid(image_size: int) -> tuple:
-    "The (h, w) patch grid of WideResNet-50 layer2 for a square `image_size` input: ⌈S/8⌉ per side (three stride-2 stages, rounding up)."
+    "The (h, w) stride-8 patch grid (WRN-50 layer2, Lite0 stage 2) of a square `image_size` input: ⌈S/8⌉ per side."
     s = image_size
     for _ in range(3): s = (s + 1) // 2
     return (s, s)
@@ -40,8 +40,8 @@ def truncated_l1(d_true: torch.Tensor,   # D(q): discriminator outputs on real p
 # %% ../nbs/21_simplenet.ipynb #4b4656db
 SIMPLENET_REFERENCE = dict(resize=329, image_size=288, dim=1536, hidden=1024, noise_std=0.015, th=0.5, scale_inputs=False,
                            lr=2e-4, adapter_lr_factor=0.5, epochs=160, batch_size=8, sigma=4.0)
-SIMPLENET_SMALL = dict(resize=None, image_size=96, dim=384, hidden=256, noise_std=0.1, th=0.5, scale_inputs=True,
-                       lr=1e-3, adapter_lr_factor=0.5, epochs=120, batch_size=2, sigma=4.0)
+SIMPLENET_SMALL = dict(resize=None, image_size=128, dim=152, hidden=256, noise_std=0.3, th=0.5, scale_inputs=True,
+                       lr=1e-3, adapter_lr_factor=0.5, epochs=30, batch_size=4, sigma=4.0)   # the shipped backbone, on a CPU
 
 class SimpleNet(ADModel):
     "SimpleNet's trainable head on cached patch features (B, D, h, w): per-image truncated-L1 loss (Eq. 15) and max-patch score (Eq. 16)."
@@ -65,7 +65,7 @@ class SimpleNet(ADModel):
         self.register_buffer("input_scale", torch.tensor(1.0))
 
     def set_input_scale(self, train_features, n: int = 256):
-        "Multiply inputs by one fixed number, 1/std of the training features (up to `n` evenly spaced images; for random-weight backbones — the reference uses 1)."
+        "Multiply inputs by one fixed number, 1/std of the training features (up to `n` evenly spaced images): σ in units of the features' spread."
         self.input_scale.fill_(1 / _sample_rows(train_features, n).float().std().clamp(min=1e-12).item()); return self
 
     def _check(self, o: torch.Tensor) -> torch.Tensor:

@@ -233,3 +233,9 @@ def test_cli_format_choices_match_the_experiments_module():
     from comet_nb.cli import _FORMATS
     from comet_nb.experiments import FORMATS
     assert _FORMATS == FORMATS
+
+
+def test_a_backbone_the_model_lacks_exits_2(tmp_path, capsys):
+    r = cli(capsys, "train", "--model", "simplenet", "--backbone", "alexnet", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "backbone = 'alexnet' is not valid: choose 'efficientnet_lite0' or 'wrn50'" in r.stderr
+    assert not (tmp_path / "x" / "config.json").exists()
