@@ -54,9 +54,9 @@ def sync_api():
 @pytest.fixture
 def server(tmp_path, chromium, sync_api):
     from comet_nb.explorer import ExplorerSession
-    ExplorerSession(device="cpu", pretrained=False).features("simplenet", "brick")   # warm the feature cache ($COMET_NB_CACHE, shared with the server)
+    ExplorerSession(device="cpu").features("simplenet", "brick")   # warm the feature cache ($COMET_NB_CACHE, shared with the server)
     port, log = _free_port(), open(tmp_path / "server.log", "w")
-    cmd = [sys.executable, "-c", "import sys; from comet_nb.cli import main; sys.exit(main())", "explore", "--no-pretrained", "--device", "cpu",
+    cmd = [sys.executable, "-c", "import sys; from comet_nb.cli import main; sys.exit(main())", "explore", "--device", "cpu",
            "--epochs", "1", "--no-browser", "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -84,6 +84,9 @@ def test_explore_page_loads_and_the_kappa_slider_changes_the_figure(server, chro
             page.get_by_text("done: 1 epochs").wait_for(timeout=300_000)          # the run the page starts: one epoch, then its figures
             page.wait_for_function("() => [...document.querySelectorAll('.widget-image')].every(i => i.naturalWidth > 300)", timeout=60_000)
             assert "1.50" in kappa.inner_text()
+            body = page.inner_text("body")
+            assert "EfficientNet-Lite0, ImageNet weights shipped with the kit" in body          # the backbone, said once, in words
+            assert "Warning" not in body and "warnings.warn" not in body, body[-2000:]         # no raw Python warning on the page
             before, shot = page.evaluate(IMAGE_SRCS), page.locator(".widget-image").first.screenshot()
             kappa.locator(".noUi-handle").focus()
             for _ in range(6): page.keyboard.press("ArrowRight")                   # κ 1.50 → 1.80, as a user with the keyboard
