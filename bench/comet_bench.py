@@ -357,7 +357,8 @@ def bench_inference(mode: dict, dev) -> list:
             V = views or p["test_views"]
             net = DifferNet.from_preset(p, dim=ext.dim, seed=0).to(dev).eval()
             cfg = RunConfig(data="demo", model="differnet", preset=preset if preset in ("small", "reference") else "small",
-                            backbone=bb, pretrained=False, device=str(dev), overrides=dict(test_views=V))   # the detector reads test_views from it
+                            backbone=bb, pretrained=False, device=str(dev), image_size=S,
+                            overrides=dict(test_views=V, n_scales=p["n_scales"]))   # the detector reads test_views from it
             det = Detector(net, ext, cfg, None, dev)
             e2e = lambda: det.predict(images, maps=False, batch_size=batch)    # views, backbone, flow: the library's inference path
             views_fn = lambda: apply_views(images, [rotation_angles(view_key(img), V) for img in images])   # as the detector makes them

@@ -61,6 +61,7 @@ MODELS, METHODS, PRESET_NAMES = ("differnet", "simplenet"), ("baseline", "comet"
 PRESETS = {("differnet", "small"): DIFFERNET_SMALL, ("differnet", "reference"): DIFFERNET_REFERENCE,
            ("simplenet", "small"): SIMPLENET_SMALL, ("simplenet", "reference"): SIMPLENET_REFERENCE}
 _OWN_FIELDS = ("epochs", "image_size", "batch_size", "lr")      # preset entries that have a RunConfig field of their own
+_SMALL_FOR = {("differnet", "alexnet"): dict(image_size=256)}  # the small preset on AlexNet: >= 63 px at its smallest of 3 scales
 
 def _bad(name: str, value, what: str):
     raise ValueError(f"{name} = {value!r} is not valid: {what}")
@@ -141,7 +142,8 @@ class RunConfig:
 
     def preset_dict(self) -> dict:
         "The model's preset with this run's overrides, image size, epochs, batch size and learning rate applied."
-        p = {**PRESETS[(self.model, self.preset)], **self.overrides}
+        small = _SMALL_FOR.get((self.model, self.backbone), {}) if self.preset == "small" else {}
+        p = {**PRESETS[(self.model, self.preset)], **small, **self.overrides}
         if self.image_size is not None:
             if p.get("resize"): p["resize"] = round(self.image_size * p["resize"] / p["image_size"])   # keep the crop's share
             p["image_size"] = self.image_size

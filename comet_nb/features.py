@@ -69,8 +69,8 @@ def _sha256(path: str, size: int, mtime: int) -> str:
 
 def _offline_message(name: str, how: str, e: Exception) -> str:
     return (f"could not load the ImageNet weights of {name} ({type(e).__name__}: {str(e)[:160]}). If this machine is offline: on a connected "
-            f"machine run {how}, copy the weight file here and pass pretrained='/path/to/that/file'; or use pretrained=False (random weights, "
-            "not comparable to the paper).")
+            f"machine run {how}, copy the weight file here and pass pretrained='/path/to/that/file'; or use the kit's shipped backbone "
+            "(backbone='efficientnet_lite0': ImageNet weights, offline).")
 
 def timm_features(name: str, out_indices, pretrained=True) -> nn.Module:
     "A timm backbone returning the feature maps `out_indices` (`features_only`); pretrained: True, False, or a local weight file."

@@ -87,7 +87,7 @@ def test_features_deterministic_and_keyed_by_the_weight_file(tmp_path):
 
 
 def test_legacy_config_means_the_papers_backbone():
-    assert RunConfig.from_dict(dict(model="differnet")).backbone == "alexnet"
+    assert RunConfig.from_dict(dict(model="differnet", image_size=256)).backbone == "alexnet"
     assert RunConfig.from_dict(dict(model="simplenet")).backbone == "wrn50"
     assert RunConfig().backbone == "efficientnet_lite0"                        # the default: the shipped one
     assert RunConfig(model="differnet", backbone="paper").backbone == "alexnet"

@@ -1,4 +1,5 @@
 "The installed package and its `comet-nb` console script, run as a user would."
+import json
 import shutil
 import subprocess
 import sys
@@ -26,15 +27,17 @@ def test_image_demo_writes_table_plot_and_galleries(tmp_path, capsys):
     r = cli(capsys, "demo", "--seeds", "1", "--epochs", "1", "--quiet", "--out", str(tmp_path / "d"))
     assert r.returncode == 0, r.stderr
     table = [l for l in r.stdout.splitlines() if l.startswith("|")]       # header, rule, one row per model
-    assert table[0].startswith("| model | noise | seeds | baseline I-AUROC | CoMet I-AUROC | CoMet − baseline | verdict")
-    assert len(table) == 4 and {l.split(" | ")[0][2:] for l in table[2:]} == {"simplenet", "differnet"}
-    assert all(any(v in l for v in ("CoMet higher", "baseline higher", "no clear difference")) for l in table[2:])
+    harm, vs = table[:6], table[6:]                                      # the clean-vs-contaminated table, then baseline vs CoMet
+    assert harm[0].startswith("| model | training set | seeds | baseline I-AUROC | baseline P-AUROC | NN reference I-AUROC | change from clean")
+    assert vs[0].startswith("| model | noise | seeds | baseline I-AUROC | CoMet I-AUROC | CoMet − baseline | verdict")
+    assert len(vs) == 4 and {l.split(" | ")[0][2:] for l in vs[2:]} == {"simplenet", "differnet"}
+    assert all(any(v in l for v in ("CoMet higher", "baseline higher", "no clear difference")) for l in vs[2:])
     assert "ImageNet features of EfficientNet-Lite0 (shipped with the kit, offline)" in r.stdout and "contaminants" in r.stdout
     for f in ("results.csv", "noise.png", "gallery-simplenet.png", "gallery-differnet.png"):
         assert (tmp_path / "d" / f).stat().st_size > 0, f
     assert "Student's 97.5 % quantile" in r.stdout
     first, stamps = r.stdout, {p: p.stat().st_mtime_ns for p in (tmp_path / "d" / "runs").glob("*/metrics.json")}
-    assert len(stamps) == 4
+    assert len(stamps) == 6                                                # per model: clean baseline, baseline and CoMet at 10 %
     r = cli(capsys, "demo", "--seeds", "1", "--epochs", "1", "--quiet", "--out", str(tmp_path / "d"))   # finished runs are reused
     assert r.returncode == 0 and r.stdout.splitlines()[:-1] == first.splitlines()[:-1]                  # all but the timing line
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
@@ -159,12 +162,17 @@ def test_missing_dataset_and_unwritable_output(tmp_path, capsys):
     assert r.returncode in (1, 2) and "cannot write to the output folder" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_pretrained_offline_says_what_to_do(tmp_path):
+def test_offline_the_default_trains_and_the_papers_backbone_says_what_to_do(tmp_path):
+    "Offline: the shipped backbone needs nothing downloaded; the paper's backbone fails with one line that names the way out."
     import os
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
-    r = subprocess.run([EXE, "train", "--data", "demo", "--model", "simplenet", "--epochs", "1", "--quiet", "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300, env=env)
-    assert r.returncode == 1 and "--no-pretrained" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    run = lambda *a: subprocess.run([EXE, "train", "--data", "demo", "--model", "simplenet", "--epochs", "1", "--image-size", "64", "--quiet", *a],
+                                    capture_output=True, text=True, timeout=300, env=env)
+    r = run("--out", str(tmp_path / "shipped"))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert json.loads((tmp_path / "shipped" / "metrics.json").read_text())["backbone"]["name"] == "efficientnet_lite0"
+    r = run("--backbone", "paper", "--out", str(tmp_path / "paper"))
+    assert r.returncode == 1 and "--backbone efficientnet_lite0" in r.stderr and "--pretrained" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

@@ -105,7 +105,7 @@ def test_console_script_runs_from_the_venv(installed):
     version = whl.name.split("-")[1]
     assert _run([exe, "--version"], cwd=work).stdout.strip() == f"comet-nb {version}"
     r = _run([exe, "explore", "--no-pretrained", "--notebook", str(work / "page.ipynb")], cwd=work)   # the explorer's page, from the wheel alone
-    assert "wrote" in r.stdout and "Explorer(pretrained=False).show()" in (work / "page.ipynb").read_text(), r.stdout[-500:]
+    assert "wrote" in r.stdout and "Explorer(backbone='efficientnet_lite0', pretrained=False).show()" in (work / "page.ipynb").read_text(), r.stdout[-500:]
 
 
 def test_every_module_imports_from_the_venv(installed):
