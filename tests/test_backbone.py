@@ -91,6 +91,8 @@ def test_legacy_config_means_the_papers_backbone():
     assert RunConfig.from_dict(dict(model="simplenet")).backbone == "wrn50"
     assert RunConfig().backbone == "efficientnet_lite0"                        # the default: the shipped one
     assert RunConfig(model="differnet", backbone="paper").backbone == "alexnet"
+    assert RunConfig(model="differnet", backbone="paper").preset_dict()["image_size"] == 256   # AlexNet's small preset: >= 63 px per scale
+    assert RunConfig(model="differnet").preset_dict()["image_size"] == 128
 
 
 @pytest.fixture(scope="module")
