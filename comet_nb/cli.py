@@ -375,13 +375,6 @@ def _gallery(run_dir, path) -> None:
                                 k=8, known_defective=[r["contaminant"] == "1" for r in w])
     atomic_write(path, _png(fig))
 
-def _features_words(backbone: str, pretrained) -> str:
-    "The demo's features in words, for its first line."
-    if pretrained is False: return f"{backbone} backbone with RANDOM weights (a mechanics check: not the paper's setting)"
-    if backbone == "efficientnet_lite0" and pretrained is True: return "ImageNet features of EfficientNet-Lite0 (shipped with the kit, offline)"
-    if backbone == "paper": return "ImageNet features of the paper's backbones (WRN-50 for SimpleNet, AlexNet for DifferNet)"
-    return f"ImageNet features of {backbone}" + ("" if pretrained is True else f" from {pretrained}")
-
 def image_demo(out="comet-nb-demo",       # folder for the runs, results.csv, noise.png and the galleries (finished runs are reused)
                seeds: int = 2,            # seeds 0 .. seeds-1; each seed draws its own contamination and initialisation
                noise=(0.1,),              # fractions of defective images in the training set
@@ -394,6 +387,7 @@ def image_demo(out="comet-nb-demo",       # folder for the runs, results.csv, no
     "Baseline vs CoMet for SimpleNet and DifferNet on the demo set with contaminated training sets: a table, a curation summary, Fig. 5 and Fig. 2 as PNGs."
     if not (isinstance(seeds, int) and seeds >= 1): raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}.")
     if not any(noise): raise ValueError(f"noise {tuple(noise)}: give at least one fraction > 0 (the clean baseline is always run beside it).")
+    from comet_nb.features import backbone_words
     t0 = time.perf_counter()
     ep = dict(DEMO_EPOCHS) if epochs is None else {m: epochs for m in DEMO_EPOCHS} if isinstance(epochs, int) else dict(epochs)
     size = {} if image_size is None else dict(image_size=image_size)
@@ -412,7 +406,7 @@ def image_demo(out="comet-nb-demo",       # folder for the runs, results.csv, no
         if r and top > 0: _gallery(r[0]["run"], out / f"gallery-{model}.png")
     return "\n".join([
         f"Baseline vs CoMet on the demo set ({category}, {', '.join(f'{100 * x:g} %' for x in noise)} of the training images defective and "
-        f"unlabelled), {seeds} seed(s), {_features_words(backbone, pretrained)}, last epoch, threshold from training scores only.",
+        f"unlabelled), {seeds} seed(s), features: {backbone_words(backbone, pretrained)}, last epoch, threshold from training scores only.",
         "", "What contamination does to the plain detector (baseline), beside a training-free nearest-neighbour score on the same features:",
         "", harm_table(rows), "", "Baseline against CoMet on the contaminated training sets:", "", demo_table(rows), "",
         "Image and pixel AUROC: mean ± standard error in %, over seeds when there are several, else the run's Hanley–McNeil SE.",

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from .data import categories, contaminate
 from .demo import DEMO_CATEGORIES
 from .experiments import MODELS, PRESETS, RunConfig, _lambda0, _model_scores, detect_format, load_split, make_extractor, make_model, run_features, trainer_config
-from .features import RandomWeightsWarning
+from .features import RandomWeightsWarning, backbone_words
 from .meta import Callback, CoMet, resolve_device
 from .metrics import image_auroc, lowest_weight_gallery
 from .scl import iqr_threshold, score_origin, weights_at
@@ -130,13 +130,6 @@ class ExplorerSession:
         self.data, self.pretrained, self.seed, self.cache, self.backbone = str(data), pretrained, seed, cache, backbone
         self.device = resolve_device(device)
         self._feats, self.results = {}, []                          # results: one Fig. 5 point per finished run
-
-    def backbone_words(self) -> str:
-        "What the features are, in words, for the status line."
-        if self.pretrained is False: return f"{self.backbone} with random weights (a mechanics check, not the paper's setting)"
-        if self.backbone == "efficientnet_lite0" and self.pretrained is True: return "EfficientNet-Lite0, ImageNet weights shipped with the kit"
-        if self.backbone == "paper": return "the paper's backbones (WRN-50 for SimpleNet, AlexNet for DifferNet), ImageNet weights"
-        return f"{self.backbone}, ImageNet weights" + ("" if self.pretrained is True else f" from {self.pretrained}")
 
     @property
     def categories(self) -> list:
@@ -265,7 +258,7 @@ class Explorer:
         self.epochs = W.IntSlider(value=epochs or s.default_epochs(model), min=1, max=RANGES["epochs"][1], description="epochs", **later)
         self.train_button, self.stop_button = W.Button(description="Train", icon="play"), W.Button(description="Stop", icon="stop")
         note = " — no GPU here, so fewer epochs and larger batches than the paper's presets" if cpu else ""
-        self.device_label = W.HTML(f"device: <b>{s.device}</b>{html.escape(note)} · features: {html.escape(s.backbone_words())}")
+        self.device_label = W.HTML(f"device: <b>{s.device}</b>{html.escape(note)} · features: {html.escape(backbone_words(s.backbone, s.pretrained))}")
         self.status = W.HTML("ready")
         self.scores_image, self.lambda_image, self.gallery_image, self.noise_image = (W.Image(format="png") for _ in range(4))
         self.n_gallery, self.dpi, self.run, self.error, self.state = gallery, dpi, None, None, {}

@@ -8,8 +8,9 @@ Docs: https://comet-nb.github.io/comet_nb/features.html.md"""
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'WRN50_TAG', 'LITE0', 'BACKBONES', 'PAPER_BACKBONES', 'default_device',
            'RandomWeightsWarning', 'file_sha256', 'timm_features', 'alexnet_features', 'lite0_weight_file',
            'lite0_state_dict', 'lite0', 'code_hash', 'FeatureExtractor', 'AlexNetMultiScale', 'aggregate_patches',
-           'WideResNetPatches', 'EfficientNetPatches', 'EfficientNetMultiScale', 'backbone_class', 'rotation_angles',
-           'view_key', 'apply_views', 'feature_key', 'FeatureSet', 'max_memory_bytes', 'extract_features']
+           'WideResNetPatches', 'EfficientNetPatches', 'EfficientNetMultiScale', 'backbone_class', 'backbone_words',
+           'rotation_angles', 'view_key', 'apply_views', 'feature_key', 'FeatureSet', 'max_memory_bytes',
+           'extract_features']
 
 # %% ../nbs/12_features.ipynb #eff42dda
 import functools
@@ -267,6 +268,17 @@ def backbone_class(model: str, backbone: str = LITE0) -> type:
         raise ValueError(f"backbone {backbone!r} is not one for {model}: choose {' or '.join(map(repr, BACKBONES[model]))} "
                          f"({LITE0!r} ships with the kit; {PAPER_BACKBONES[model]!r} is the paper's).")
     return BACKBONES[model][backbone]
+
+# %% ../nbs/12_features.ipynb #d79e4415
+_NAMES = {LITE0: "EfficientNet-Lite0", "wrn50": "WideResNet-50", "alexnet": "AlexNet",
+          "paper": "the paper's backbones (WRN-50 for SimpleNet, AlexNet for DifferNet)"}
+
+def backbone_words(backbone: str = LITE0, pretrained=True) -> str:
+    "What a run's features are, in words: the backbone and where its weights come from."
+    name = _NAMES.get(backbone, backbone)
+    if pretrained is False: return f"{name} with random weights (a mechanics check, not the paper's setting)"
+    if pretrained is not True: return f"{name}, weights from {pretrained}"
+    return f"{name}, ImageNet weights " + ("shipped with the kit" if backbone == LITE0 else "(downloaded once, then cached)")
 
 # %% ../nbs/12_features.ipynb #65fd4398
 def rotation_angles(key: str, n_views: int, seed: int = 0) -> list:

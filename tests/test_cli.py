@@ -32,7 +32,7 @@ def test_image_demo_writes_table_plot_and_galleries(tmp_path, capsys):
     assert vs[0].startswith("| model | noise | seeds | baseline I-AUROC | CoMet I-AUROC | CoMet − baseline | verdict")
     assert len(vs) == 4 and {l.split(" | ")[0][2:] for l in vs[2:]} == {"simplenet", "differnet"}
     assert all(any(v in l for v in ("CoMet higher", "baseline higher", "no clear difference")) for l in vs[2:])
-    assert "ImageNet features of EfficientNet-Lite0 (shipped with the kit, offline)" in r.stdout and "contaminants" in r.stdout
+    assert "features: EfficientNet-Lite0, ImageNet weights shipped with the kit" in r.stdout and "contaminants" in r.stdout
     for f in ("results.csv", "noise.png", "gallery-simplenet.png", "gallery-differnet.png"):
         assert (tmp_path / "d" / f).stat().st_size > 0, f
     assert "Student's 97.5 % quantile" in r.stdout
