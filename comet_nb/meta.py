@@ -6,12 +6,14 @@ Docs: https://comet-nb.github.io/comet_nb/meta.html.md"""
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'ADModel', 'trainable_params', 'check_model', 'score_all', 'resident', 'split_tasks', 'task_batches',
-           'mode_dependent', 'TrainingDiverged', 'inner_step', 'meta_loss', 'CoMetConfig', 'resolve_device', 'Callback',
-           'ProgressBar', 'SaveCheckpoint', 'LivePlot', 'CoMet', 'atomic_file', 'atomic_save', 'load_checkpoint',
-           'meta_loss_vmap']
+           'TrainingDiverged', 'inner_step', 'round_lambda', 'meta_loss', 'CoMetConfig', 'resolve_device', 'Callback',
+           'ProgressBar', 'SaveCheckpoint', 'LivePlot', 'L2DominatesWarning', 'CoMet', 'atomic_file', 'atomic_save',
+           'load_checkpoint', 'meta_loss_vmap']
 
 # %% ../nbs/02_meta.ipynb #c46e68d4
 import errno
+import warnings
+from collections import deque
 import math
 import os
 import random
@@ -26,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 import comet_nb
 from .scl import iqr_threshold, score_origin, weights_at, weighted_data_loss
-from .uncertainty import loss_covariance, det_sigma, adaptive_lambda, l2_penalty, scl_loss, _check_nonneg
+from .uncertainty import loss_covariance, pooled_covariance, unit_free, det_sigma, adaptive_lambda, l2_penalty, scl_loss, _check_nonneg
 
 # %% ../nbs/02_meta.ipynb #79ba82be
 class ADModel(nn.Module):
@@ -126,19 +128,6 @@ def task_batches(tasks: list[torch.Tensor], batch_size: int) -> list[list[torch.
     return [[b[r] for b in per_task] for r in range(n_rounds)]
 
 # %% ../nbs/02_meta.ipynb #6c8c8d6a
-_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-def mode_dependent(model: nn.Module) -> bool:
-    "Does the model compute differently in train and eval mode (BatchNorm, dropout)?"
-    return any(isinstance(m, _MODE_DEPENDENT) for m in model.modules())
-
-def _eval_scores(model, params, buffers, x) -> torch.Tensor:
-    "Scores at `params` in eval mode, without gradients (as the whole training set is scored)."
-    was = model.training; model.eval()
-    try:
-        with torch.no_grad(): return _check_output(model, functional_call(model, (params, buffers), (x,)), len(x))[1]
-    finally: model.train(was)
-
 class TrainingDiverged(RuntimeError):
     "A loss, gradient or score became NaN/inf; the model keeps its last good parameters."
 
@@ -157,33 +146,35 @@ def inner_step(model: nn.Module,
     return {k: p - alpha * g for (k, p), g in zip(params.items(), grads)}, losses
 
 # %% ../nbs/02_meta.ipynb #cd95849b
+def round_lambda(tr, va, cfg, earlier=()) -> tuple:
+    "Σ′ and λ(Σ′) of a round (Eq. 4–5); `cfg.sigma='pooled'` (not the paper's): the unit-free Σ of these and the `earlier` rounds' pairs."
+    if getattr(cfg, "sigma", "paper") == "pooled": Sigma = unit_free(pooled_covariance([*earlier, (tr, va)]))
+    else: Sigma = loss_covariance(tr, va)                                       # Eq. 4 over the round's pairs
+    lam = adaptive_lambda(Sigma, cfg.lambda0, cfg.gamma) if cfg.scl_model else torch.tensor(float(cfg.lambda0))   # Eq. 5
+    return Sigma, lam
+
 def meta_loss(model: nn.Module, params: dict, buffers: dict,
-              train_batches: list,     # [(x_i, w_i)] one batch per task
-              val_batches: list,       # [x_v] the validation batch of each task, from the other tasks
-              t, origin,               # threshold and origin of the whole set (for weights at θ')
+              train_batches: list,     # [(x_i, w_i)] one batch per task, with its samples' weights
+              val_batches: list,       # [(x_v, w_v)] the validation batch of each task, from the other tasks, with the epoch's weights
               lam_prev,                # λ of the previous round, for the inner loss
-              cfg):
+              cfg,
+              earlier=()):             # (train, val) loss pairs of earlier rounds, for cfg.sigma='pooled'
     "Eq. 7–9 for one round: (mean meta-loss with graph to θ, Σ' (2, 2), λ(Σ'), train losses (n,), val losses (n,))."
     if getattr(cfg, "vectorize", False):                                        # (a stand-in config may lack the switch)
-        return meta_loss_vmap(model, params, buffers, train_batches, val_batches, t, origin, lam_prev, cfg)   # the same round, tasks vmapped
-    data_terms, sq_norms, tr_pairs, val_pairs, score_sums = [], [], [], [], []
-    eval_scores = cfg.scl_data and mode_dependent(model)                        # decided once per round, not per task
-    for (x, w), xv in zip(train_batches, val_batches):
+        return meta_loss_vmap(model, params, buffers, train_batches, val_batches, lam_prev, cfg, earlier)   # the same round, tasks vmapped
+    data_terms, sq_norms, tr_pairs, val_pairs = [], [], [], []
+    for (x, w), (xv, wv) in zip(train_batches, val_batches):
         theta_p, losses = inner_step(model, params, buffers, x, w, lam_prev, cfg.alpha, cfg.first_order)   # Eq. 7
         tr_pairs.append(weighted_data_loss(losses, w).detach())                 # L_train of task i, at θ
         scratch = {k: b.clone() for k, b in buffers.items()}                    # val BN statistics are thrown away
-        lv, sv = _check_output(model, functional_call(model, (theta_p, scratch), (xv,)), len(xv))
-        if eval_scores: sv = _eval_scores(model, theta_p, scratch, xv)           # like the whole-set scores
-        wv = weights_at(sv, t, origin) if cfg.scl_data else torch.ones_like(lv)  # w from θ' (Eq. 9)
-        score_sums.append(sv.detach().sum())
-        dv = weighted_data_loss(lv, wv)
+        lv, _ = _check_output(model, functional_call(model, (theta_p, scratch), (xv,)), len(xv))
+        dv = weighted_data_loss(lv, wv)                                         # Σ_j w_j L_AD(x_j | θ'_i), Eq. 9
         data_terms.append(dv); sq_norms.append(l2_penalty(theta_p))
         val_pairs.append(dv.detach())                                           # L_val of task i, at θ'_i
     tr, va = torch.stack(tr_pairs), torch.stack(val_pairs)
-    if not bool(torch.isfinite(torch.cat([tr, va, torch.stack(score_sums)])).all()):
-        raise TrainingDiverged(f"a task loss or validation score is NaN/inf (training losses {tr.tolist()}, validation losses {va.tolist()}).")
-    Sigma = loss_covariance(tr, va)                                             # Eq. 4 over the round's pairs
-    lam = adaptive_lambda(Sigma, cfg.lambda0, cfg.gamma) if cfg.scl_model else torch.tensor(cfg.lambda0)   # Eq. 5
+    if not bool(torch.isfinite(torch.cat([tr, va])).all()):
+        raise TrainingDiverged(f"a task loss is NaN/inf (training losses {tr.tolist()}, validation losses {va.tolist()}).")
+    Sigma, lam = round_lambda(tr, va, cfg, earlier)                             # Eq. 4–5
     L = torch.stack([d + lam * s for d, s in zip(data_terms, sq_norms)]).mean()  # Eq. 9, aggregated over tasks
     return L, Sigma, lam, tr, va
 
@@ -207,6 +198,8 @@ class CoMetConfig:
     seed: int = 0                # task splits and validation batches
     device: str = "cpu"          # 'cpu', 'cuda', 'cuda:N' or 'auto'
     vectorize: bool = False      # run a round's n tasks together under torch.func.vmap (`meta_loss_vmap`): same results within float tolerance
+    sigma: str = "paper"         # 'paper': Σ of the round's n pairs (Eq. 4); 'pooled' (not the paper's): unit-free Σ of the last `sigma_window` rounds
+    sigma_window: int = 16       # rounds pooled with sigma='pooled'
 
     def __post_init__(self):
         for f, what in (("kappa", "κ, the IQR multiplier of the threshold t, Eq. 2"), ("gamma", "γ, how much det Σ raises λ, Eq. 5"),
@@ -214,11 +207,16 @@ class CoMetConfig:
         for f in ("alpha", "beta"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0: raise ValueError(f"{f} (a learning rate) must be a finite number > 0; got {v!r}.")
-        for f in ("epochs", "batch_size"):
+        for f in ("epochs", "batch_size", "sigma_window"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"{f} must be an integer >= 1; got {v!r}.")
         if not isinstance(self.n_tasks, int) or self.n_tasks < 2:
             raise ValueError(f"n_tasks must be an integer >= 2 (one task to adapt on, the others to validate on); got {self.n_tasks!r}.")
+        if self.sigma not in ("paper", "pooled"):
+            raise ValueError(f"sigma must be 'paper' (Eq. 4 on a round's pairs) or 'pooled' (unit-free, pooled over rounds; not the paper's); got {self.sigma!r}.")
+        if self.use_meta and self.scl_model and self.sigma == "paper" and self.n_tasks == 2:
+            raise ValueError("n_tasks = 2 with scl_model: the covariance of a round's two (train, val) pairs is singular, det Σ ≡ 0, "
+                             "so λ(Σ) would never leave λ0 (Eq. 5). Use n_tasks >= 3, sigma='pooled', or scl_model=False.")
         if not isinstance(self.vectorize, bool): raise ValueError(f"vectorize must be True or False; got {self.vectorize!r}.")
         if self.validate_on not in ("batch", "complement"):
             raise ValueError(f"validate_on must be 'batch' or 'complement'; got {self.validate_on!r}.")
@@ -298,6 +296,9 @@ class LivePlot(Callback):
         if self.handle is not None: self.handle.update(self.fig)
 
 # %% ../nbs/02_meta.ipynb #2b4e109b
+class L2DominatesWarning(UserWarning):
+    "λ0‖θ‖² is larger than the data loss when training starts: λ0 does not suit this model's scale."
+
 class CoMet:
     "Train any model of the protocol with Confident Meta-learning (or, by config, its ablations and the baseline)."
     def __init__(self, model: nn.Module, cfg: CoMetConfig | None = None, callbacks=()):
@@ -315,6 +316,7 @@ class CoMet:
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
         self.epoch, self.lam, self.history, self._stop, self.target_epochs = 0, float(self.cfg.lambda0), [], False, self.cfg.epochs
         self.n_samples = None
+        self._pairs = deque(maxlen=self.cfg.sigma_window - 1)                  # earlier rounds' (train, val) pairs, for sigma='pooled'
 
     # ---- public API
     def fit(self, data, epochs: int | None = None):
@@ -384,7 +386,7 @@ class CoMet:
 
     def _epoch(self, data, n: int) -> dict:
         cfg, dev, t0 = self.cfg, self.device, time.perf_counter()
-        a = score_all(self.model, data, max(cfg.batch_size, 256), dev)        # a_θ(x_i) of the whole set, (N,)
+        a = self.scores(data, max(cfg.batch_size, 256))                       # a_θ(x_i) of the whole set by the model's `score`, (N,)
         if not bool(torch.isfinite(a).all()): self._fail(f"{int((~torch.isfinite(a)).sum())} anomaly scores of the training set are NaN/inf.")
         t = iqr_threshold(a, cfg.kappa); o = score_origin(a)                  # Eq. 2 and the origin, whole set
         w_scl = weights_at(a, t, o)                                           # Eq. 1, by dataset index
@@ -397,11 +399,14 @@ class CoMet:
             tasks = split_tasks(n, cfg.n_tasks, self.gen)
             for batches in task_batches(tasks, cfg.batch_size):
                 train = [(_take(data, b, dev), w_all[b].to(dev)) for b in batches]
-                val = [_take(data, self._val_indices(tasks, i, len(b)), dev) for i, b in enumerate(batches)]
+                vidx = [self._val_indices(tasks, i, len(b)) for i, b in enumerate(batches)]
+                val = [(_take(data, v, dev), w_all[v].to(dev)) for v in vidx]   # Eq. 9: the epoch's weights of those samples
                 self._snapshot()
-                try: L, Sigma, lam, tr, va = meta_loss(self.model, self.params, buffers, train, val, t.to(dev), o.to(dev), self.lam, cfg)
+                try: L, Sigma, lam, tr, va = meta_loss(self.model, self.params, buffers, train, val, self.lam, cfg, tuple(self._pairs))
                 except TrainingDiverged as e: self._fail(str(e))
+                if self.epoch == 0 and steps == 0: self._check_l2(va.mean().item(), L.item() - va.mean().item())
                 self._step(L); steps += 1
+                self._pairs.append((tr.detach(), va.detach()))
                 self.lam = float(lam)                                          # the next inner steps use this round's λ(Σ)
                 losses.append(L.item()); trs.append(tr.mean().item()); vas.append(va.mean().item())
                 lams.append(self.lam); dets.append(det_sigma(Sigma).item())
@@ -413,6 +418,7 @@ class CoMet:
                 x = _take(data, b, dev); self._snapshot()
                 l, _ = _check_output(self.model, self.model(x), len(x))
                 L = scl_loss(l, w_all[b].to(dev), self.params, cfg.lambda0)
+                if self.epoch == 0 and steps == 0: self._check_l2(L.item() - cfg.lambda0 * l2_penalty(self.params).item(), cfg.lambda0 * l2_penalty(self.params).item())
                 self._step(L); steps += 1
                 losses.append(L.item()); trs.append(weighted_data_loss(l, w_all[b].to(dev)).item())
             self.lam = float(cfg.lambda0); vas = trs; lams, dets = [self.lam], [0.0]
@@ -421,6 +427,15 @@ class CoMet:
                    lam=lams[-1], lam_mean=float(np.mean(lams)), det_sigma=dets[-1], det_sigma_mean=float(np.mean(dets)),
                    steps=steps, seconds=time.perf_counter() - t0, scores=a, weights=w_all.cpu())
         return rec
+
+    def _check_l2(self, data: float, l2: float):
+        "Warn, with numbers, when λ‖θ‖² outweighs the data loss at a fresh run's first step: then the regulariser, not the data, trains the model."
+        if l2 > data > 0:
+            suggest = 0.01 * data / max(l2 / max(self.cfg.lambda0, 1e-30), 1e-30)
+            warnings.warn(f"at the first step λ‖θ‖² = {l2:.3g} against a data loss of {data:.3g} ({l2 / (l2 + data):.0%} of the loss): "
+                          f"the L2 term with λ0 = {self.cfg.lambda0:g} drives training, not the data. Choose λ0 for this model, e.g. "
+                          f"1 % of its initial data loss, λ0 ≈ {suggest:.2g} (`comet_nb.differnet.lambda0_for(model, data)`; "
+                          "the experiments and `comet-nb` do this with lambda0='auto').", L2DominatesWarning, stacklevel=4)
 
     def _val_indices(self, tasks, i: int, size: int) -> torch.Tensor:
         "V_i: a random batch of `size` samples from the tasks other than T_i (or all of them)."
@@ -481,7 +496,8 @@ def state_dict(self: CoMet) -> dict:
                 config=asdict(self.cfg), epoch=self.epoch, lam=self.lam, n_samples=self.n_samples,
                 model=self.model.state_dict(), optimizer=self.opt.state_dict(), history=self.history,
                 scheduler=self.sched.state_dict() if self.sched is not None else None,
-                rng=dict(**_rng_state(self.device), trainer=self.gen.get_state()))
+                rng=dict(**_rng_state(self.device), trainer=self.gen.get_state()),
+                sigma_pairs=[torch.stack(p).cpu() for p in self._pairs])
 
 _CKPT_KEYS = ("format", "version", "model_class", "model", "optimizer", "config", "epoch", "lam", "n_samples", "history", "rng")
 
@@ -515,6 +531,7 @@ def load_state_dict(self: CoMet, sd: dict):
     self.cfg = CoMetConfig(**{**sd["config"], "device": self.cfg.device})
     self.epoch, self.lam, self.n_samples, self.history = sd["epoch"], sd["lam"], sd["n_samples"], list(sd["history"])
     _set_rng_state(sd["rng"], self.device); self.gen.set_state(sd["rng"]["trainer"])
+    self._pairs = deque([tuple(p.to(self.device)) for p in sd.get("sigma_pairs", [])], maxlen=self.cfg.sigma_window - 1)
     return self
 
 @patch
@@ -570,7 +587,7 @@ def _vmapped(model, fn, *args):
                          "Train it with CoMetConfig(vectorize=False), the plain loop over tasks.") from e
 
 # %% ../nbs/02_meta.ipynb #a8c4f1e6
-def meta_loss_vmap(model: nn.Module, params: dict, buffers: dict, train_batches: list, val_batches: list, t, origin, lam_prev, cfg):
+def meta_loss_vmap(model: nn.Module, params: dict, buffers: dict, train_batches: list, val_batches: list, lam_prev, cfg, earlier=()):
     """`meta_loss` with the round's tasks run together under `torch.func.vmap`: same arguments, same results within float tolerance.
     Tasks with equal batch shapes form one vmapped group (a round of unequal batches runs one group per size); BatchNorm running
     statistics are replayed as the loop updates them; torch random draws differ per task. A model vmap cannot batch gets a clear error."""
@@ -581,7 +598,6 @@ def meta_loss_vmap(model: nn.Module, params: dict, buffers: dict, train_batches:
     counters = {c for *_, c in bns}                                                # num_batches_tracked: a throwaway copy per call
     shared = {k: b for k, b in bufs.items() if k not in per_task and k not in counters}   # everything else, read-only
     versions = {k: b._version for k, b in shared.items()}
-    eval_scores = cfg.scl_data and mode_dependent(model)
     if isinstance(lam_prev, torch.Tensor):
         if lam_prev.numel() != 1: raise ValueError(f"`lam_prev` must be a scalar λ(Σ); got a tensor of shape {tuple(lam_prev.shape)}.")
         lam_in = lam_prev.detach().reshape(())
@@ -602,7 +618,7 @@ def meta_loss_vmap(model: nn.Module, params: dict, buffers: dict, train_batches:
         return torch.stack([p.pow(2).flatten(1).sum(1) for p in theta.values()], 1).sum(1)
 
     groups = {}
-    for i, ((x, _), xv) in enumerate(zip(train_batches, val_batches)): groups.setdefault((tuple(x.shape), tuple(xv.shape)), []).append(i)
+    for i, ((x, _), (xv, _)) in enumerate(zip(train_batches, val_batches)): groups.setdefault((tuple(x.shape), tuple(xv.shape)), []).append(i)
     tr, after, adapted = [None] * n, [None] * n, {}
     for key, idx in groups.items():                                               # Eq. 7 for every task of the group at once
         k = len(idx)
@@ -628,32 +644,21 @@ def meta_loss_vmap(model: nn.Module, params: dict, buffers: dict, train_batches:
     with torch.no_grad():
         for mod, km, kv, kc in bns:
             bufs[km].copy_(prev[km]); bufs[kv].copy_(prev[kv]); bufs[kc].add_(n)
-    data_terms, sq, va, score_sums = [None] * n, [None] * n, [None] * n, [None] * n
-    for key, idx in groups.items():                                               # Eq. 9: validation at θ'_i, weights at θ'_i
+    data_terms, sq, va = [None] * n, [None] * n, [None] * n
+    for key, idx in groups.items():                                               # Eq. 9: validation at θ'_i, the epoch's weights
         k, theta_p = len(idx), adapted[key]
-        XV = torch.stack([val_batches[i] for i in idx])
+        XV = torch.stack([val_batches[i][0] for i in idx])
+        WV = torch.stack([torch.as_tensor(val_batches[i][1]) for i in idx])
         b = bn_bufs({kk: torch.stack([stats[i][kk] for i in idx]) for kk in per_task})
-        lv, sv = _vmapped(model, vfwd, theta_p, b, XV)                            # BatchNorm writes into b, a throwaway copy
-        if eval_scores:                                                           # scored in eval mode with the updated copy, as the loop does
-            be = dict(b)
-            for mod, km, kv, kc in bns:                                           # the loop's factor for task i's val update (cumulative average)
-                fu, fw = _bn_factor(mod, int(b[kc])), [_bn_factor(mod, counts[kc] + i + 2) for i in idx]
-                if any(f != fu for f in fw):
-                    for kk in (km, kv): be[kk] = torch.stack([_restep(b[kk][j], stats[i][kk], stats[i][kk], fu, f) for j, (i, f) in enumerate(zip(idx, fw))])
-            was = model.training; model.eval()
-            try:
-                with torch.no_grad(): sv = _vmapped(model, vfwd, theta_p, be, XV)[1]
-            finally: model.train(was)
-        wv = weights_at(sv, t, origin) if cfg.scl_data else torch.ones_like(lv)
-        dv = (wv.to(lv.dtype) * lv).mean(1)
+        lv, _ = _vmapped(model, vfwd, theta_p, b, XV)                             # BatchNorm writes into b, a throwaway copy
+        dv = (WV.to(lv.dtype).detach() * lv).mean(1)
         s2 = sq_norms(theta_p)
         for j, i in enumerate(idx):
-            data_terms[i], sq[i], va[i], score_sums[i] = dv[j], s2[j], dv[j].detach(), sv[j].detach().sum()
+            data_terms[i], sq[i], va[i] = dv[j], s2[j], dv[j].detach()
     check_shared()
     tr, va = torch.stack(tr), torch.stack(va)
-    if not bool(torch.isfinite(torch.cat([tr, va, torch.stack(score_sums)])).all()):
-        raise TrainingDiverged(f"a task loss or validation score is NaN/inf (training losses {tr.tolist()}, validation losses {va.tolist()}).")
-    Sigma = loss_covariance(tr, va)                                               # Eq. 4
-    lam = adaptive_lambda(Sigma, cfg.lambda0, cfg.gamma) if cfg.scl_model else torch.tensor(cfg.lambda0)   # Eq. 5
+    if not bool(torch.isfinite(torch.cat([tr, va])).all()):
+        raise TrainingDiverged(f"a task loss is NaN/inf (training losses {tr.tolist()}, validation losses {va.tolist()}).")
+    Sigma, lam = round_lambda(tr, va, cfg, earlier)                               # Eq. 4–5
     L = torch.stack([d + lam * s for d, s in zip(data_terms, sq)]).mean()        # Eq. 9, aggregated over tasks
     return L, Sigma, lam, tr, va

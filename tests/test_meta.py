@@ -114,6 +114,7 @@ def test_resume_needs_the_same_training_set(data):
     (dict(n_tasks=1), "n_tasks"), (dict(n_tasks=2.5), "n_tasks"), (dict(alpha=0), "alpha"), (dict(beta=-1), "beta"),
     (dict(gamma=-0.5), "gamma"), (dict(lambda0=float("nan")), "lambda0"), (dict(kappa=-1), "kappa"),
     (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch_size"), (dict(validate_on="all"), "validate_on"),
+    (dict(n_tasks=2), "det Σ ≡ 0"), (dict(sigma="round"), "sigma must be"), (dict(sigma_window=0), "sigma_window"),
 ])
 def test_bad_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -215,3 +216,80 @@ def test_resident_leaves_cpu_training_data_alone():
     assert resident(x, "cpu") is x and resident(x, torch.device("cpu")) is x
     ds = [x[i] for i in range(10)]
     assert resident(ds, "cpu") is ds
+
+
+def test_two_tasks_are_fine_where_sigma_is_not_the_rounds():
+    "Two tasks only break the paper's Σ: without the model side, or with the pooled Σ, they train."
+    for kw in (dict(scl_model=False), dict(sigma="pooled"), dict(use_meta=False)):
+        assert CoMetConfig(n_tasks=2, **kw).n_tasks == 2
+
+
+class ScoresApart(GaussianModel):
+    "forward's scores (training) differ from `score` (inference), and forward draws a random number."
+    def forward(self, x):
+        loss, m = super().forward(x)
+        return loss, m + torch.rand(len(x))
+    def score(self, x):
+        with torch.no_grad(): return -super().forward(x)[1]
+
+
+def test_weights_come_from_the_models_score(data):
+    "The whole-set scores (and so the weights) are the model's inference `score`, and scoring draws no random numbers."
+    torch.manual_seed(0)
+    m = ScoresApart()
+    expected = m.score(data)
+    tr = CoMet(m, CoMetConfig(**{**FAST, "epochs": 1}))
+    assert torch.allclose(tr.scores(data), expected)
+    state = torch.get_rng_state()
+    tr.scores(data)
+    assert torch.equal(torch.get_rng_state(), state)
+    tr.fit(data)
+    assert torch.allclose(tr.history[0]["scores"], expected)
+
+
+def test_validation_weights_are_the_epochs_weights(data, monkeypatch):
+    "Eq. 9 weighs a validation batch with the epoch's whole-set weights of its samples, by index."
+    import comet_nb.meta as meta
+    seen = []
+    real = meta.meta_loss
+    def spy(model, params, buffers, train, val, *a, **k):
+        seen.append([w.clone() for _, w in val]); return real(model, params, buffers, train, val, *a, **k)
+    monkeypatch.setattr(meta, "meta_loss", spy)
+    x = torch.cat([data, data[:3] + 40])                                # three far contaminants
+    torch.manual_seed(0)
+    tr = CoMet(GaussianModel(), CoMetConfig(**{**FAST, "epochs": 1, "kappa": 0.0})).fit(x)
+    w = tr.history[0]["weights"]
+    vals = torch.cat([v for r in seen for v in r])
+    assert (w < 1).any()
+    assert set(vals.tolist()) <= set(w.tolist())                          # every validation weight is one of the epoch's weights
+
+
+def test_l2_that_swamps_the_data_loss_warns_with_numbers(data):
+    from comet_nb.meta import L2DominatesWarning
+    big = GaussianModel()
+    with torch.no_grad(): big.mu.fill_(30.)                               # ‖θ‖² = 1800: λ0‖θ‖² = 9 against a data loss of a few
+    far = data + 30                                                      # the data where the model is
+    with pytest.warns(L2DominatesWarning, match=r"λ‖θ‖² = .* against a data loss of .*λ0 ≈"):
+        CoMet(big, CoMetConfig(**{**FAST, "epochs": 1, "lambda0": 0.005})).fit(far)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", L2DominatesWarning)
+        trained(data, epochs=1)                                          # ‖θ‖² ≈ 0 at the start: no warning
+        torch.manual_seed(0); CoMet(big, CoMetConfig.baseline(**{**FAST, "epochs": 1})).fit(far)   # λ0 = 0: no warning
+
+
+def test_pooled_sigma_moves_lambda_and_resumes_exactly(tmp_path, data):
+    "sigma='pooled': λ/λ0 − 1 is of order γ (not 1e-6), and a resumed run equals an uninterrupted one (the pooled pairs are checkpointed)."
+    kw = dict(sigma="pooled", sigma_window=4, epochs=4, batch_size=8, gamma=0.5)
+    full = trained(data, **kw)
+    lam = torch.tensor([r["lam"] for r in full.history]) / full.cfg.lambda0 - 1
+    assert (lam > 1e-3).all() and (lam <= 0.5 + 1e-9).all()
+    paper = trained(data, **{**kw, "sigma": "paper"})
+    assert max(r["lam"] for r in paper.history) / paper.cfg.lambda0 - 1 < lam.min()
+    torch.manual_seed(0)
+    first = CoMet(GaussianModel(), CoMetConfig(**{**FAST, **kw})).fit(data, epochs=2)
+    path = first.save(tmp_path / "ckpt.pt")
+    assert len(load_checkpoint(path)["sigma_pairs"]) == 3                 # window 4: three earlier rounds kept
+    back = CoMet.load(path, GaussianModel()).fit(data)
+    assert [r["lam"] for r in back.history] == [r["lam"] for r in full.history]
+    assert torch.equal(back.model.mu, full.model.mu)

@@ -67,15 +67,16 @@ def one_round(name, vectorize, first_order, sizes=(5, 5, 5, 5), scl_data=True):
     g = _gen(1); n = sum(sizes)
     perm = torch.randperm(len(x), generator=g)
     idx = list(perm[:n].split(list(sizes)))
-    val = [x[torch.randperm(len(x), generator=g)[:s]] for s in sizes]
+    vidx = [torch.randperm(len(x), generator=g)[:s] for s in sizes]
     scores = meta.score_all(model, x)
-    t = meta.iqr_threshold(scores, 0.0)                                  # κ = 0: many samples above t, so weights at θ′ matter
-    o = meta.score_origin(scores)
-    train = [(x[i], meta.weights_at(scores[i], t, o)) for i in idx]
+    t = meta.iqr_threshold(scores, 0.0)                                  # κ = 0: many samples above t, so the weights matter
+    w = meta.weights_at(scores, t, meta.score_origin(scores))           # the epoch's weights, by index
+    train = [(x[i], w[i]) for i in idx]
+    val = [(x[i], w[i]) for i in vidx]
     cfg = SimpleNamespace(alpha=TRAIN[name]["alpha"], first_order=first_order, scl_data=scl_data, scl_model=True, lambda0=0.01,
                           gamma=0.5, vectorize=vectorize)
     P = trainable_params(model)
-    L, S, lam, tr, va = meta_loss(model, P, dict(model.named_buffers()), train, val, t, o, 0.02, cfg)
+    L, S, lam, tr, va = meta_loss(model, P, dict(model.named_buffers()), train, val, 0.02, cfg)
     grads = torch.autograd.grad(L, list(P.values()))
     return dict(L=L.detach(), Sigma=S, lam=lam, tr=tr, va=va, grads=grads, buffers={k: b.clone() for k, b in model.named_buffers()},
                 weights_below_one=int(sum((w < 1).sum() for _, w in train)))
@@ -122,7 +123,7 @@ def test_float64_agrees_to_round_off():
         ws = [torch.full((3,), 0.5, dtype=torch.float64) for _ in xs]
         cfg = SimpleNamespace(alpha=0.1, first_order=fo, scl_data=True, scl_model=True, lambda0=0.01, gamma=0.5, vectorize=vec)
         P = trainable_params(m)
-        L, S, lam, tr, va = meta_loss(m, P, dict(m.named_buffers()), list(zip(xs, ws)), vs, torch.tensor(0.5, dtype=torch.float64), 0.0, 0.02, cfg)
+        L, S, lam, tr, va = meta_loss(m, P, dict(m.named_buffers()), list(zip(xs, ws)), [(v, 0.5 * torch.ones(3, dtype=torch.float64)) for v in vs], 0.02, cfg)
         return [L, S, lam, tr, va, *torch.autograd.grad(L, list(P.values())), *[b.double() for b in m.buffers()]]
     for fo in (True, False):
         assert max(rel(p, q) for p, q in zip(round64(False, fo), round64(True, fo))) < 1e-12
@@ -175,13 +176,13 @@ def test_noise_is_drawn_per_task():
     x = torch.randn(4, 2, generator=_gen())
     cfg = SimpleNamespace(alpha=0.1, first_order=False, scl_data=False, scl_model=True, lambda0=0.01, gamma=0.5, vectorize=True)
     m = Noisy()
-    _, _, _, tr, va = meta_loss_vmap(m, trainable_params(m), {}, [(x, torch.ones(4))] * 4, [x] * 4, 1.0, 0.0, 0.01, cfg)
+    _, _, _, tr, va = meta_loss_vmap(m, trainable_params(m), {}, [(x, torch.ones(4))] * 4, [(x, torch.ones(4))] * 4, 0.01, cfg)
     assert len(set(tr.tolist())) == 4 and len(set(va.tolist())) == 4   # not one draw broadcast to every task
     torch.manual_seed(0); model, feats = simplenet()                     # SimpleNet's own Gaussian fakes
     batch = feats[:2]
     cfg.scl_data = True
-    _, _, _, tr, _ = meta_loss_vmap(model, trainable_params(model), dict(model.named_buffers()), [(batch, torch.ones(2))] * 4, [batch] * 4,
-                                    torch.tensor(1.0), torch.tensor(0.0), 0.01, cfg)
+    _, _, _, tr, _ = meta_loss_vmap(model, trainable_params(model), dict(model.named_buffers()), [(batch, torch.ones(2))] * 4, [(batch, torch.ones(2))] * 4,
+                                    0.01, cfg)
     assert len(set(tr.tolist())) == 4
 
 
@@ -222,3 +223,18 @@ def test_checkpoints_keep_the_switch_and_older_ones_load(tmp_path):
     sd = tr.state_dict(); del sd["config"]["vectorize"]                 # a checkpoint written before the switch existed
     old = CoMet(GaussianModel(), CoMetConfig()).load_state_dict(sd)
     assert old.cfg.vectorize is False and old.fit(x, epochs=2).epoch == 2
+
+
+def test_pooled_sigma_is_the_same_in_both_paths():
+    "With sigma='pooled' the loop and the vmapped round pool the same earlier pairs into the same Σ′ and λ(Σ′)."
+    def round_(vec):
+        torch.manual_seed(0); m = MLPBN().double(); x = torch.randn(20, 2, generator=_gen(), dtype=torch.float64)
+        xs, vs = list(x[:12].split(3)), list(x[8:].split(3))
+        ws = [torch.full((3,), 0.5, dtype=torch.float64) for _ in xs]
+        earlier = [(torch.rand(4, generator=_gen(k), dtype=torch.float64), torch.rand(4, generator=_gen(k + 9), dtype=torch.float64)) for k in range(3)]
+        cfg = SimpleNamespace(alpha=0.1, first_order=False, scl_data=True, scl_model=True, lambda0=0.01, gamma=0.5, vectorize=vec, sigma="pooled")
+        L, S, lam, tr, va = meta_loss(m, trainable_params(m), dict(m.named_buffers()), list(zip(xs, ws)), list(zip(vs, ws)), 0.02, cfg, earlier)
+        return L, S, lam
+    (La, Sa, la), (Lb, Sb, lb) = round_(False), round_(True)
+    assert rel(La, Lb) < 1e-12 and rel(Sa, Sb) < 1e-9 and rel(la, lb) < 1e-12
+    assert 0.01 < la.item() <= 0.015 and abs(Sa[0, 0].item() - 1) < 1e-12     # unit-free: a correlation matrix, λ within [λ0, (1 + γ)λ0]
