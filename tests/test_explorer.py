@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comet_nb.explorer import Explorer, ExplorerSession, app_notebook, check_settings, kappa_weights
+from comet_nb import explorer
+from comet_nb.explorer import Explorer, ExplorerSession, app_notebook, check_settings, gamma_effect, kappa_weights, lambda_figure
 
 
 @pytest.mark.parametrize("bad, msg", [
@@ -98,6 +99,43 @@ def test_unticking_lambda0_auto_starts_from_the_measured_value(trained):
     assert ex.lambda0.value == pytest.approx(min(max(lam0, 1e-6), 1.0), rel=1e-9) and ex.settings()["lambda0"] == ex.lambda0.value
     assert ex.run["lambda0"] == pytest.approx(ex.lambda0.value)
     ex.lambda0_auto.value = True; ex.wait(300)
+
+
+def _text(fig):
+    import matplotlib.text
+    return " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+
+
+def _rounds(dets, gamma, lam0=1e-3):
+    return [dict(epoch=i // 4, lam=lam0 * (1 + gamma * d), det_sigma=d) for i, d in enumerate(dets)]
+
+
+def test_lambda_figure_says_how_far_gamma_moved_lambda():
+    tiny = _rounds([1e-8, 4e-8, 1e-7, 1e-7, 2e-7, 3e-5], gamma=2.0)             # det Σ as our models give it
+    txt = _text(lambda_figure(tiny, [], 1e-3, gamma=2.0))
+    assert "max λ/λ0 − 1 = 6.0e-05" in txt and "invisible at this scale" in txt
+    assert "median 1.0e-07" in txt and "≈ 1e+07" in txt and "(here γ = 2)" in txt   # the run's own numbers
+    assert lambda_figure(tiny, [], 1e-3).axes[1].get_yscale() == "log"
+    g = gamma_effect(tiny, 1e-3)                                                 # γ read off the rounds when not given
+    assert g["gamma"] == pytest.approx(2.0, rel=1e-6) and g["gamma_to_double"] == pytest.approx(1e7) and not g["visible"]
+    txt = _text(lambda_figure(_rounds([0.0, 0.3, 0.1], gamma=0.5), [], 1e-3, gamma=0.5))
+    assert "max λ/λ0 − 1 = 1.5e-01" in txt and "invisible" not in txt and "moved λ by up to 15 %" in txt
+    assert "γ = 0: λ = λ0" in _text(lambda_figure(_rounds([1e-7, 2e-7], gamma=0.0), [], 1e-3, gamma=0.0))
+
+
+def test_the_widget_draws_lambda_with_the_runs_gamma(trained, monkeypatch):
+    ex, seen = trained, []
+    ex.epochs.value = 1; ex.wait(300)
+    real = explorer.lambda_figure
+    def spy(*a, **k):
+        seen.append((k, real(*a, **k))); return seen[-1][1]
+    monkeypatch.setattr(explorer, "lambda_figure", spy)
+    ex.gamma.value = 2.0; ex.wait(300)
+    assert ex.run["config"].gamma == 2.0 and seen and all(k.get("gamma") == 2.0 for k, _ in seen)
+    assert "max λ/λ0 − 1 = " in _text(seen[-1][1]) and ex.lambda_image.value[:4] == b"\x89PNG"
+    if max(r["det_sigma"] for r in ex.run["rounds"]) > 1e-10:                    # γ read off the rounds: they were trained with it
+        assert gamma_effect(ex.run["rounds"], ex.run["lambda0"])["gamma"] == pytest.approx(2.0, rel=1e-3)
+    ex.gamma.value = 0.5; ex.wait(300)
 
 
 def test_app_notebook_passes_settings_through():
