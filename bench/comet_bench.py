@@ -41,7 +41,7 @@ from comet_nb.differnet import DIFFERNET_REFERENCE, DIFFERNET_SMALL, DifferNet
 from comet_nb.experiments import Detector, RunConfig
 import torch.nn.functional as F
 from comet_nb.features import RandomWeightsWarning, aggregate_patches, apply_views, backbone_class, rotation_angles, view_key
-from comet_nb.meta import CoMet, CoMetConfig, mode_dependent, resolve_device
+from comet_nb.meta import CoMet, CoMetConfig, resolve_device
 from comet_nb.scl import confidence_weights
 from comet_nb.simplenet import SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, patch_grid
 from comet_nb.simplenet import predict as simplenet_predict
@@ -193,7 +193,7 @@ def passes(model: torch.nn.Module, method: str) -> dict:
     (a backward ≈ 2 forwards; the second-order term differentiates the inner step's forward + backward, ≈ 2 × 3 = 6 forwards)."""
     if method == "baseline": F, B, B2 = 2, 1, 0                              # score the set + one training forward/backward
     else:
-        F = 3 + int(mode_dependent(model))                                   # score + inner + validation (+ eval-mode scores of it)
+        F = 3                                                                # score + inner + validation
         B, B2 = 2, int(method.startswith("comet-2nd"))                       # inner + outer; outer through the inner gradient
     return dict(F=F, B=B, B2=B2, work=F + 2 * B + 6 * B2)
 

@@ -135,6 +135,9 @@ class RunConfig:
         if self.lambda0 != "auto" and (not _is_num(self.lambda0) or self.lambda0 < 0):
             _bad("lambda0", self.lambda0, "give 'auto' (1 % of the data loss at initialisation) or a finite number >= 0.")
         if not _is_int(self.n_tasks) or self.n_tasks < 2: _bad("n_tasks", self.n_tasks, "give an integer >= 2 (one task to adapt on, the others to validate on).")
+        if self.method == "comet" and self.use_meta and self.scl_model and self.n_tasks == 2:
+            _bad("n_tasks", 2, "two tasks give two (train, val) pairs per round, whose covariance is singular (det Σ ≡ 0): λ would never leave λ0. "
+                               "Give n_tasks >= 3, or scl_model=False.")
         if self.lr is not None and (not _is_num(self.lr) or self.lr <= 0): _bad("lr", self.lr, "give a finite learning rate > 0, or None for the preset's.")
         if isinstance(self.cache, os.PathLike): self.cache = str(self.cache)
         if not isinstance(self.cache, (bool, str)) or self.cache == "": _bad("cache", self.cache, "give True (the user cache folder), False, or a folder.")

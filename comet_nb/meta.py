@@ -159,7 +159,10 @@ def meta_loss(model: nn.Module, params: dict, buffers: dict,
               lam_prev,                # λ of the previous round, for the inner loss
               cfg,
               earlier=()):             # (train, val) loss pairs of earlier rounds, for cfg.sigma='pooled'
-    "Eq. 7–9 for one round: (mean meta-loss with graph to θ, Σ' (2, 2), λ(Σ'), train losses (n,), val losses (n,))."
+    "Eq. 7–9 for one round: (mean meta-loss with graph to θ, Σ' (2, 2), λ(Σ'), train losses (n,), val losses (n,)). The weights are used as given."
+    if not all(isinstance(v, (tuple, list)) and len(v) == 2 for v in val_batches):
+        raise ValueError("val_batches must hold one (x_v, w_v) pair per task: the validation samples with their weights from the "
+                         "epoch's whole-set scoring, by index (Eq. 9). (Since comet_nb 0.3 no threshold or origin is passed.)")
     if getattr(cfg, "vectorize", False):                                        # (a stand-in config may lack the switch)
         return meta_loss_vmap(model, params, buffers, train_batches, val_batches, lam_prev, cfg, earlier)   # the same round, tasks vmapped
     data_terms, sq_norms, tr_pairs, val_pairs = [], [], [], []
@@ -214,9 +217,9 @@ class CoMetConfig:
             raise ValueError(f"n_tasks must be an integer >= 2 (one task to adapt on, the others to validate on); got {self.n_tasks!r}.")
         if self.sigma not in ("paper", "pooled"):
             raise ValueError(f"sigma must be 'paper' (Eq. 4 on a round's pairs) or 'pooled' (unit-free, pooled over rounds; not the paper's); got {self.sigma!r}.")
-        if self.use_meta and self.scl_model and self.sigma == "paper" and self.n_tasks == 2:
+        if self.use_meta and self.scl_model and self.n_tasks == 2 and (self.sigma == "paper" or self.sigma_window < 2):
             raise ValueError("n_tasks = 2 with scl_model: the covariance of a round's two (train, val) pairs is singular, det Σ ≡ 0, "
-                             "so λ(Σ) would never leave λ0 (Eq. 5). Use n_tasks >= 3, sigma='pooled', or scl_model=False.")
+                             "so λ(Σ) would never leave λ0 (Eq. 5). Use n_tasks >= 3, sigma='pooled' with sigma_window >= 2, or scl_model=False.")
         if not isinstance(self.vectorize, bool): raise ValueError(f"vectorize must be True or False; got {self.vectorize!r}.")
         if self.validate_on not in ("batch", "complement"):
             raise ValueError(f"validate_on must be 'batch' or 'complement'; got {self.validate_on!r}.")
@@ -290,7 +293,7 @@ class LivePlot(Callback):
         for ax in self.axes: ax.clear()
         self.axes[0].plot(e, [r["loss"] for r in h], label="loss"); self.axes[0].plot(e, [r["val_loss"] for r in h], label="val"); self.axes[0].legend()
         self.axes[1].plot(e, [r["lam"] for r in h], label="λ(Σ)"); ax2 = self.axes[1].twinx(); ax2.plot(e, [r["det_sigma"] for r in h], "C1", label="det Σ")
-        self.axes[1].set_title("λ (left), det Σ (right)", fontsize=9)
+        self.axes[1].set_title("λ (left), det Σ′ (right; 1 − ρ² with sigma='pooled')", fontsize=9)
         self.axes[2].plot(e, [r["n_flagged"] for r in h]); self.axes[2].set_title("samples with w < 1", fontsize=9)
         self.fig.tight_layout()
         if self.handle is not None: self.handle.update(self.fig)
@@ -430,9 +433,9 @@ class CoMet:
 
     def _check_l2(self, data: float, l2: float):
         "Warn, with numbers, when λ‖θ‖² outweighs the data loss at a fresh run's first step: then the regulariser, not the data, trains the model."
-        if l2 > data > 0:
-            suggest = 0.01 * data / max(l2 / max(self.cfg.lambda0, 1e-30), 1e-30)
-            warnings.warn(f"at the first step λ‖θ‖² = {l2:.3g} against a data loss of {data:.3g} ({l2 / (l2 + data):.0%} of the loss): "
+        if l2 > abs(data) > 0:
+            suggest = 0.01 * abs(data) / max(l2_penalty(self.params).item(), 1e-30)   # λ0 = 1 % of |data loss| / ‖θ‖²
+            warnings.warn(f"at the first step λ‖θ‖² = {l2:.3g} against a data loss of {data:.3g} ({l2 / (l2 + abs(data)):.0%} of the loss): "
                           f"the L2 term with λ0 = {self.cfg.lambda0:g} drives training, not the data. Choose λ0 for this model, e.g. "
                           f"1 % of its initial data loss, λ0 ≈ {suggest:.2g} (`comet_nb.differnet.lambda0_for(model, data)`; "
                           "the experiments and `comet-nb` do this with lambda0='auto').", L2DominatesWarning, stacklevel=4)

@@ -90,21 +90,22 @@ def confidence_weights(scores,             # (N,) anomaly scores a_θ(x_i) of th
     return weights_at(a, t, score_origin(a))
 
 def score_origin(scores) -> torch.Tensor:
-    "The origin o = min(0, Q1) from which Eq. 1 measures scores: 0 unless the lower quartile is negative."
-    return _quantiles(_as_scores(scores), (0.25,))[0].clamp(max=0)
+    "The origin o from which Eq. 1 measures scores: min(0, Q1); where half the scores tie at Q1 = Q3 ≤ 0 (IQR 0), Q1 minus their mean absolute deviation."
+    a = _as_scores(scores)
+    q1, q3 = _quantiles(a, (0.25, 0.75))
+    o = q1.clamp(max=0)                                     # 0 unless the lower quartile is negative
+    if bool(q3 == q1) and bool(q1 <= 0):                    # t = o: Eq. 1's ratio would have no unit
+        o = q1 - (a - q1).abs().mean()                      # one mean absolute deviation below the tie
+    return o
 
-def weights_at(scores: torch.Tensor,  # (N,) scores of the samples to weigh, the whole training set in the trainer
+def weights_at(scores: torch.Tensor,  # (B,) scores of any samples (the trainer: the whole training set)
                t,                     # threshold t of Eq. 2, computed on the whole training set
-               origin=0.0             # o = min(0, Q1) of the whole set (`score_origin`)
-              ) -> torch.Tensor:      # (N,) weights in (0, 1], detached
-    "Eq. 1 against a threshold and origin fixed elsewhere: w = min(1, (t − o)/(a − o)); if t = o, the unit is the scores' mean absolute deviation. No input checks."
-    a = scores.detach()
-    o = torch.as_tensor(origin, dtype=a.dtype, device=a.device)
-    span = torch.as_tensor(t, dtype=a.dtype, device=a.device) - o       # t − o: (1 + κ)·IQR when o = Q1
-    if a.numel() and not bool(span > 0):                    # the corner: 3/4 of the scores tie at t ≤ 0, so t = o
-        span = (a - a.median()).abs().mean()                # the next spread: positive unless all scores are equal
+               origin=0.0             # o of the whole set (`score_origin`)
+              ) -> torch.Tensor:      # (B,) weights in (0, 1], detached
+    "Eq. 1 against a threshold and origin fixed elsewhere: w = min(1, (t − o)/(a − o)), kept above 0. No input checks: meant for the training loop."
+    a, o = scores.detach(), origin
     above = a > t                                           # only these are down-weighted; for them a > t >= o, so a - o > 0
-    w = torch.where(above, span / (a - o), torch.ones_like(a))
+    w = torch.where(above, (t - o) / (a - o), torch.ones_like(a))
     return w.clamp(min=torch.finfo(a.dtype).tiny, max=1.0)   # positive even where the ratio underflows
 
 # %% ../nbs/00_scl.ipynb #3f7f213b

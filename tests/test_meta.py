@@ -248,20 +248,23 @@ def test_weights_come_from_the_models_score(data):
 
 
 def test_validation_weights_are_the_epochs_weights(data, monkeypatch):
-    "Eq. 9 weighs a validation batch with the epoch's whole-set weights of its samples, by index."
+    "Eq. 9 weighs a validation batch with the epoch's whole-set weights of exactly its samples, by index."
     import comet_nb.meta as meta
     seen = []
     real = meta.meta_loss
     def spy(model, params, buffers, train, val, *a, **k):
-        seen.append([w.clone() for _, w in val]); return real(model, params, buffers, train, val, *a, **k)
+        seen.append([(x.clone(), w.clone()) for x, w in val]); return real(model, params, buffers, train, val, *a, **k)
     monkeypatch.setattr(meta, "meta_loss", spy)
     x = torch.cat([data, data[:3] + 40])                                # three far contaminants
+    row = {tuple(r.tolist()): i for i, r in enumerate(x)}
+    assert len(row) == len(x)
     torch.manual_seed(0)
     tr = CoMet(GaussianModel(), CoMetConfig(**{**FAST, "epochs": 1, "kappa": 0.0})).fit(x)
     w = tr.history[0]["weights"]
-    vals = torch.cat([v for r in seen for v in r])
-    assert (w < 1).any()
-    assert set(vals.tolist()) <= set(w.tolist())                          # every validation weight is one of the epoch's weights
+    assert (w < 1).sum() > 3 and seen
+    for xv, wv in (p for r in seen for p in r):
+        idx = torch.tensor([row[tuple(r.tolist())] for r in xv])
+        assert torch.equal(wv, w[idx])                                  # each sample's own weight of this epoch
 
 
 def test_l2_that_swamps_the_data_loss_warns_with_numbers(data):
@@ -293,3 +296,20 @@ def test_pooled_sigma_moves_lambda_and_resumes_exactly(tmp_path, data):
     back = CoMet.load(path, GaussianModel()).fit(data)
     assert [r["lam"] for r in back.history] == [r["lam"] for r in full.history]
     assert torch.equal(back.model.mu, full.model.mu)
+
+
+def test_l2_warning_without_meta_learning_too(data):
+    "The 'w/o ML' row trains plain minibatches on Eq. 6: the same first-step check applies."
+    from comet_nb.meta import L2DominatesWarning
+    big = GaussianModel()
+    with torch.no_grad(): big.mu.fill_(30.)
+    with pytest.warns(L2DominatesWarning, match="λ0 = 0.005"):
+        CoMet(big, CoMetConfig.ablation("w/o ML", **{**FAST, "epochs": 1, "lambda0": 0.005})).fit(data + 30)
+
+
+def test_old_meta_loss_calls_get_a_clear_error():
+    from comet_nb.meta import meta_loss, trainable_params
+    m = GaussianModel(); x = torch.randn(4, 2)
+    cfg = CoMetConfig(**FAST)
+    with pytest.raises(ValueError, match=r"one \(x_v, w_v\) pair per task"):
+        meta_loss(m, trainable_params(m), {}, [(x, torch.ones(4))] * 4, [x] * 4, 0.01, cfg)

@@ -70,7 +70,7 @@ def one_round(name, vectorize, first_order, sizes=(5, 5, 5, 5), scl_data=True):
     vidx = [torch.randperm(len(x), generator=g)[:s] for s in sizes]
     scores = meta.score_all(model, x)
     t = meta.iqr_threshold(scores, 0.0)                                  # κ = 0: many samples above t, so the weights matter
-    w = meta.weights_at(scores, t, meta.score_origin(scores))           # the epoch's weights, by index
+    w = meta.weights_at(scores, t, meta.score_origin(scores)) if scl_data else torch.ones(len(x))   # the epoch's weights, by index
     train = [(x[i], w[i]) for i in idx]
     val = [(x[i], w[i]) for i in vidx]
     cfg = SimpleNamespace(alpha=TRAIN[name]["alpha"], first_order=first_order, scl_data=scl_data, scl_model=True, lambda0=0.01,
@@ -233,7 +233,8 @@ def test_pooled_sigma_is_the_same_in_both_paths():
         ws = [torch.full((3,), 0.5, dtype=torch.float64) for _ in xs]
         earlier = [(torch.rand(4, generator=_gen(k), dtype=torch.float64), torch.rand(4, generator=_gen(k + 9), dtype=torch.float64)) for k in range(3)]
         cfg = SimpleNamespace(alpha=0.1, first_order=False, scl_data=True, scl_model=True, lambda0=0.01, gamma=0.5, vectorize=vec, sigma="pooled")
-        L, S, lam, tr, va = meta_loss(m, trainable_params(m), dict(m.named_buffers()), list(zip(xs, ws)), list(zip(vs, ws)), 0.02, cfg, earlier)
+        wvs = [torch.rand(3, generator=_gen(20 + k), dtype=torch.float64).clamp(min=0.2) for k in range(len(vs))]   # not the training weights
+        L, S, lam, tr, va = meta_loss(m, trainable_params(m), dict(m.named_buffers()), list(zip(xs, ws)), list(zip(vs, wvs)), 0.02, cfg, earlier)
         return L, S, lam
     (La, Sa, la), (Lb, Sb, lb) = round_(False), round_(True)
     assert rel(La, Lb) < 1e-12 and rel(Sa, Sb) < 1e-9 and rel(la, lb) < 1e-12
