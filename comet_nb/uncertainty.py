@@ -93,7 +93,7 @@ def unit_free(sigma) -> torch.Tensor:
     "Σ's correlation matrix, det = 1 − ρ²: the same for losses in any units; all zeros (det 0) when a variance is 0."
     S = torch.as_tensor(sigma).double()
     sd = S.diagonal().clamp(min=0).sqrt()
-    if bool((sd == 0).any()): return torch.zeros(2, 2, dtype=S.dtype)   # no spread: nothing uncertain, det 0
+    if bool((sd == 0).any()): return torch.zeros_like(S)   # no spread: nothing uncertain, det 0
     return S / (sd[:, None] * sd[None, :])
 
 # %% ../nbs/01_uncertainty.ipynb #237524dc
