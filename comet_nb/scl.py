@@ -95,7 +95,7 @@ def score_origin(scores) -> torch.Tensor:
     q1, q3 = _quantiles(a, (0.25, 0.75))
     o = q1.clamp(max=0)                                     # 0 unless the lower quartile is negative
     if bool(q3 == q1) and bool(q1 <= 0):                    # t = o: Eq. 1's ratio would have no unit
-        o = q1 - (a - q1).abs().mean()                      # one mean absolute deviation below the tie
+        o = q1 - (a - q1).abs().sort().values.mean()        # one mean absolute deviation below the tie (sorted: any order, same sum)
     return o
 
 def weights_at(scores: torch.Tensor,  # (B,) scores of any samples (the trainer: the whole training set)

@@ -243,7 +243,7 @@ class Poisoned(GaussianModel):
 
 
 @pytest.mark.parametrize("where, meta, msg", [
-    ("loss", True, r"a task loss or validation score is NaN/inf"), ("loss", False, r"the training loss is nan \(NaN/inf\)"),
+    ("loss", True, r"a task loss is NaN/inf"), ("loss", False, r"the training loss is nan \(NaN/inf\)"),
     ("score", True, "anomaly scores of the training set are NaN/inf"), ("grad", False, r"the gradient norm is nan \(NaN/inf\)"),
 ])
 def test_nan_stops_training_and_keeps_the_last_good_parameters(where, meta, msg):

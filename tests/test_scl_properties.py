@@ -22,7 +22,9 @@ def test_weights_finite_in_unit_interval_and_one_below_t(a, kappa):
     assert w.shape == a.shape and np.isfinite(w).all()
     assert (w > 0).all() and (w <= 1).all()
     assert (w[a <= t] == 1).all()
-    o = min(0.0, np.percentile(a, 25))  # signed scores are measured from Q1 (o = 0, Eq. 1, for positive scores)
+    q1, q3 = np.percentile(a, [25, 75])
+    o = min(0.0, q1)  # signed scores are measured from Q1 (o = 0, Eq. 1, for positive scores)
+    if q1 == q3 and q1 <= 0: o = q1 - np.abs(a - q1).mean()  # IQR 0 at a tie <= 0: one mean absolute deviation below it
     above = a > t
     np.testing.assert_allclose(w[above], np.maximum((t - o) / (a[above] - o), np.finfo(w.dtype).tiny), rtol=1e-9)
     assert w[np.argmin(a)] == 1  # the most normal sample is never dropped
@@ -61,6 +63,8 @@ def test_one_extreme_low_score_does_not_switch_scl_off(a, depth):
     "The origin of signed scores is min(0, Q1): moving the lowest score far down changes no other weight (as long as Q1 stays)."
     low = a.copy(); low[np.argmin(low)] = -depth
     if np.percentile(low, 25) != np.percentile(a, 25): return   # Q1 itself moved (ties at the minimum)
+    q1, q3 = np.percentile(a, [25, 75])
+    if q1 == q3 and q1 <= 0: return   # the IQR-0 corner measures from the scores' mean absolute deviation, which the moved score is part of
     np.testing.assert_allclose(confidence_weights(low).numpy(), confidence_weights(a).numpy(), rtol=1e-12)
 
 
