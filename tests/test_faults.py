@@ -75,13 +75,13 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(mv
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_redoing_finished_runs(mv, tmp_path):
     args = [EXE, "sweep", "--data", str(mv), "--categories", "widget", "--models", "simplenet", "--methods", "baseline,comet,no-meta",
-            "--noise", "0", "--epochs", "6", "--image-size", "32", "--no-pretrained", "--quiet", "--out", str(tmp_path / "sw")]
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
+            "--noise", "0", "--epochs", "20", "--image-size", "32", "--no-pretrained", "--quiet", "--out", str(tmp_path / "sw")]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())   # 20 epochs: the later runs take seconds
     first = tmp_path / "sw" / "runs" / "widget-simplenet-baseline-noise0-seed0" / "metrics.json"
     deadline = time.time() + 300
     while not first.is_file() and time.time() < deadline and p.poll() is None: time.sleep(0.05)
     assert first.is_file(), "the first run never finished"
-    time.sleep(1.0)
+    time.sleep(0.2)
     p.send_signal(signal.SIGKILL); p.wait()
     stamp, content = first.stat().st_mtime_ns, first.read_text()
     assert not (tmp_path / "sw" / "results.csv").exists()           # the sweep's CSV is written at the end, whole
