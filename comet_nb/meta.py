@@ -421,7 +421,8 @@ class CoMet:
                 x = _take(data, b, dev); self._snapshot()
                 l, _ = _check_output(self.model, self.model(x), len(x))
                 L = scl_loss(l, w_all[b].to(dev), self.params, cfg.lambda0)
-                if self.epoch == 0 and steps == 0: self._check_l2(L.item() - cfg.lambda0 * l2_penalty(self.params).item(), cfg.lambda0 * l2_penalty(self.params).item())
+                if self.epoch == 0 and steps == 0:
+                    l2 = cfg.lambda0 * l2_penalty(self.params).item(); self._check_l2(L.item() - l2, l2)
                 self._step(L); steps += 1
                 losses.append(L.item()); trs.append(weighted_data_loss(l, w_all[b].to(dev)).item())
             self.lam = float(cfg.lambda0); vas = trs; lams, dets = [self.lam], [0.0]
