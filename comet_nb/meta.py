@@ -409,7 +409,7 @@ class CoMet:
                 except TrainingDiverged as e: self._fail(str(e))
                 if self.epoch == 0 and steps == 0: self._check_l2(va.mean().item(), L.item() - va.mean().item())
                 self._step(L); steps += 1
-                self._pairs.append((tr.detach(), va.detach()))
+                if cfg.sigma == "pooled": self._pairs.append((tr.detach(), va.detach()))   # the paper's Σ needs no memory
                 self.lam = float(lam)                                          # the next inner steps use this round's λ(Σ)
                 losses.append(L.item()); trs.append(tr.mean().item()); vas.append(va.mean().item())
                 lams.append(self.lam); dets.append(det_sigma(Sigma).item())
@@ -650,7 +650,7 @@ def meta_loss_vmap(model: nn.Module, params: dict, buffers: dict, train_batches:
             bufs[km].copy_(prev[km]); bufs[kv].copy_(prev[kv]); bufs[kc].add_(n)
     data_terms, sq, va = [None] * n, [None] * n, [None] * n
     for key, idx in groups.items():                                               # Eq. 9: validation at θ'_i, the epoch's weights
-        k, theta_p = len(idx), adapted[key]
+        theta_p = adapted[key]
         XV = torch.stack([val_batches[i][0] for i in idx])
         WV = torch.stack([torch.as_tensor(val_batches[i][1]) for i in idx])
         b = bn_bufs({kk: torch.stack([stats[i][kk] for i in idx]) for kk in per_task})

@@ -313,3 +313,10 @@ def test_old_meta_loss_calls_get_a_clear_error():
     cfg = CoMetConfig(**FAST)
     with pytest.raises(ValueError, match=r"one \(x_v, w_v\) pair per task"):
         meta_loss(m, trainable_params(m), {}, [(x, torch.ones(4))] * 4, [x] * 4, 0.01, cfg)
+
+
+def test_the_papers_sigma_keeps_no_pairs(tmp_path, data):
+    "Only sigma='pooled' remembers earlier rounds; a run with the paper's Σ checkpoints none."
+    tr = trained(data, epochs=2, batch_size=8)
+    assert len(tr._pairs) == 0
+    assert load_checkpoint(tr.save(tmp_path / "c.pt"))["sigma_pairs"] == []
