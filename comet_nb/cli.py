@@ -6,9 +6,9 @@ Docs: https://comet-nb.github.io/comet_nb/cli.html.md"""
 
 # %% auto #0
 __all__ = ['METHODS', 'COLUMNS', 'EXECUTORS', 'DEMO_EPOCHS', 'toy_demo', 'weights_report', 'run_config', 'train_command',
-           'eval_command', 'sweep_grid', 'train_one', 'run_sweep', 'paper_tables', 'noise_plot', 'sweep_command',
-           'ray_runs', 'paired_difference', 'demo_table', 'harm_table', 'image_demo', 'demo_command', 'explore_command',
-           'build_parser', 'main']
+           'eval_command', 'sweep_grid', 'train_one', 'run_sweep', 'pool_runs', 'paper_tables', 'noise_plot',
+           'sweep_command', 'evidence_command', 'ray_runs', 'demo_jobs', 'image_demo', 'demo_command',
+           'explore_command', 'build_parser', 'main']
 
 # %% ../nbs/35_cli.ipynb #263cd9b1
 import argparse
@@ -114,9 +114,10 @@ def eval_command(args) -> str:
 # %% ../nbs/35_cli.ipynb #d3fff457
 METHODS = {"baseline": dict(method="baseline"), "comet": dict(method="comet"),
            "no-meta": dict(method="comet", use_meta=False), "no-scl": dict(method="comet", scl_data=False, scl_model=False),
-           "no-scl-data": dict(method="comet", scl_data=False)}
+           "no-scl-data": dict(method="comet", scl_data=False),
+           "comet-pooled": dict(method="comet", sigma="pooled")}   # not the paper's: the unit-free Σ pooled over rounds (01_uncertainty)
 COLUMNS = ("category", "model", "method", "noise", "seed", "i_auroc", "i_auroc_se", "p_auroc", "precision", "recall", "f1", "f1_max",
-           "threshold", "nn_reference_i_auroc", "n_flagged", "epochs", "seconds", "run")
+           "threshold", "nn_reference_i_auroc", "n_flagged", "n_flagged_known", "n_contaminants", "curation_auroc", "epochs", "seconds", "run")
 EXECUTORS = ("local", "ray")
 
 def sweep_grid(categories, models, methods, noises, seeds, **common) -> list:
@@ -143,14 +144,17 @@ def train_one(fields: dict, d) -> dict:
     d = Path(d); resume = _can_resume(d)
     return train_run(RunConfig(**fields), d, resume=resume, progress=False, overwrite=not resume)
 
-def run_sweep(runs, out, progress: bool = True, executor: str = "local", address: str | None = None) -> list:
+def run_sweep(runs, out, progress: bool = True, executor: str = "local", address: str | None = None,
+              jobs: int = 1) -> list:     # local runs at a time, each in its own process with its share of the cores
     "Train every run of `sweep_grid` under out/runs/NAME (skipping finished ones, resuming interrupted ones) on `executor`; returns the tidy rows."
     from comet_nb.experiments import check_writable
     if executor not in EXECUTORS: raise ValueError(f"executor {executor!r} is not available; choose from {list(EXECUTORS)}.")
+    if not (isinstance(jobs, int) and jobs >= 1): raise ValueError(f"jobs must be an integer >= 1 (runs at a time); got {jobs!r}.")
     out = check_writable(out)
     done = {name: json.loads((out / "runs" / name / "metrics.json").read_text()) for name, fields, _ in runs if _finished(out / "runs" / name, fields)}
     todo = [(name, fields, out / "runs" / name) for name, fields, _ in runs if name not in done]
     if executor == "ray": done.update(ray_runs(todo, progress, address))
+    elif jobs > 1 and len(todo) > 1: done.update(pool_runs(todo, jobs, progress))
     else:
         for k, (name, fields, d) in enumerate(todo):
             if progress: print(f"[{k + 1}/{len(todo)}] {name}{' (resuming)' if _can_resume(d) else ''}", flush=True)
@@ -159,11 +163,32 @@ def run_sweep(runs, out, progress: bool = True, executor: str = "local", address
     _write_csv(out / "results.csv", rows)
     return rows
 
+def _set_threads(n: int) -> None:
+    "A pool worker's torch threads: its share of the machine's cores."
+    import torch
+    torch.set_num_threads(n)
+
+def pool_runs(todo, jobs: int, progress: bool = True) -> dict:
+    "Run `train_one(fields, d)` for each (name, fields, d) of `todo`, `jobs` at a time in fresh processes; {name: metrics}."
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    threads = max(1, (os.cpu_count() or 1) // jobs)              # a thread count is part of a run's arithmetic, like a seed
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads, initargs=(threads,))
+    results = {}
+    try:
+        futures = {pool.submit(train_one, fields, d): name for name, fields, d in todo}
+        for k, f in enumerate(as_completed(futures)):
+            results[futures[f]] = f.result()                    # a run's own error stops the sweep; finished runs are kept
+            if progress: print(f"[{k + 1}/{len(todo)}] {futures[f]} finished ({jobs} at a time)", flush=True)
+    finally: pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
 def _row(m: dict, fields: dict, method: str, d) -> dict:
     cur = m.get("curation") or {}
     return dict(category=fields.get("category") or "", model=fields["model"], method=method, noise=fields["noise"], seed=fields["seed"],
                 **{k: m.get(k) for k in ("i_auroc", "i_auroc_se", "p_auroc", "precision", "recall", "f1", "f1_max", "threshold", "nn_reference_i_auroc", "epochs", "seconds")},
-                n_flagged=cur.get("n_flagged"), run=str(d))
+                n_flagged=cur.get("n_flagged"), n_flagged_known=cur.get("n_flagged_known"), n_contaminants=cur.get("n_known_defective"),
+                curation_auroc=cur.get("auroc_scores"), run=str(d))
 
 def _write_csv(path, rows):
     from comet_nb.experiments import atomic_write, _csv
@@ -234,9 +259,12 @@ def sweep_command(args) -> str:
                   device=args.device)
     for k in ("epochs", "image_size"):
         if getattr(args, k) is not None: common[k] = getattr(args, k)
+    if args.jobs < 1: raise ValueError(f"--jobs {args.jobs}: give the number of runs at a time, >= 1.")
+    if args.grid == "evidence": return evidence_command(args, common)
     cats = split(args.categories) if args.categories else [None]
-    runs = sweep_grid(cats, split(args.models), split(args.methods), split(args.noise, float), split(args.seeds, int), **common)
-    rows = run_sweep(runs, args.out, progress=not args.quiet, executor=args.executor, address=args.ray_address)
+    runs = sweep_grid(cats, split(args.models), split(args.methods or "baseline,comet"), split(args.noise or "0,0.1", float),
+                      split(args.seeds or "0", int), **common)
+    rows = run_sweep(runs, args.out, progress=not args.quiet, executor=args.executor, address=args.ray_address, jobs=args.jobs)
     out = Path(args.out)
     tables = paper_tables(rows)
     from comet_nb.experiments import atomic_write
@@ -244,6 +272,19 @@ def sweep_command(args) -> str:
     import matplotlib.pyplot as plt
     plt.close(noise_plot(rows, out / "noise.png"))
     return tables + f"\n\n{len(rows)} runs; results.csv, tables.md and noise.png in {out}."
+
+def evidence_command(args, common: dict) -> str:
+    "`comet-nb sweep --grid evidence`: the results notebook's sweep, its tables, figures and report."
+    if args.methods is not None or args.noise is not None:
+        raise ValueError("--grid evidence has its own methods and noise levels (Fig. 5 and Table 5): leave out --methods and --noise.")
+    from comet_nb.demo import DEMO_CATEGORIES
+    from comet_nb.results import evidence_runs, write_evidence, evidence_report
+    split = lambda v, f=str: [f(x) for x in v.split(",") if x != ""]
+    cats = split(args.categories) if args.categories else list(DEMO_CATEGORIES) if args.data == "demo" else [None]
+    runs = evidence_runs(split(args.seeds or "0,1,2", int), cats, split(args.models), **common)
+    rows = run_sweep(runs, args.out, progress=not args.quiet, executor=args.executor, address=args.ray_address, jobs=args.jobs)
+    report = evidence_report(write_evidence(rows, args.out))
+    return report + f"\n{len(rows)} runs; runs.csv, pairs.csv, training_scores.csv, report.md and figures in {args.out}."
 
 # %% ../nbs/35_cli.ipynb #aaa07840
 _RAY_ENV = ("COMET_NB_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "TORCH_HOME", "XDG_CACHE_HOME")   # where data and weights live: the same for every worker
@@ -286,85 +327,7 @@ def ray_runs(todo, progress: bool = True, address: str | None = None) -> dict:
         if started: ray.shutdown()
 
 # %% ../nbs/35_cli.ipynb #b9a4844b
-DEMO_EPOCHS = {"simplenet": 30, "differnet": 60}   # what fits ~5 minutes on a 2-core CPU with two seeds (time budget, not test results)
-
-def _se(v: list, se_each: list) -> float:
-    "SE of the mean of v: over seeds when there are several, else the one run's own (Hanley–McNeil) SE."
-    m, sd, n = _mean_sd(v)
-    if n >= 2: return sd / n ** 0.5
-    e = [x for x in se_each if x is not None]
-    return e[0] if e else float("nan")
-
-def _pm(v, se_each) -> str:
-    "mean ± SE in %, the mean alone where no SE exists, '—' where no number does."
-    m, _, n = _mean_sd(v)
-    if n == 0: return "—"
-    e = _se(v, se_each)
-    return f"{100 * m:.1f}" if e != e else f"{100 * m:.1f} ± {100 * e:.1f}"
-
-def paired_difference(baseline: list, comet: list) -> tuple:
-    "(mean, SE, critical value) of CoMet − baseline image AUROC over paired runs (same seeds): the verdict's statistics."
-    d = [c["i_auroc"] - b["i_auroc"] for b, c in zip(baseline, comet)]
-    n, md = len(d), statistics.fmean(d)
-    if any(r["i_auroc_se"] is None for r in (*baseline, *comet)): return md, float("nan"), float("nan")
-    var_test = statistics.fmean([b["i_auroc_se"] ** 2 + c["i_auroc_se"] ** 2 for b, c in zip(baseline, comet)])   # shared test set: not averaged away
-    var_seed = statistics.variance(d) / n if n > 1 else 0.0
-    from scipy.stats import t as student
-    return md, (var_seed + var_test) ** 0.5, float(student.ppf(0.975, n - 1)) if n > 1 else 1.96
-
-def demo_table(rows_or_csv) -> str:
-    "Baseline vs CoMet per model and noise level: I-AUROC and P-AUROC (mean ± SE, %), the paired difference and its verdict."
-    rows = _read(rows_or_csv)
-    head = ("model", "noise", "seeds", "baseline I-AUROC", "CoMet I-AUROC", "CoMet − baseline", "verdict", "baseline P-AUROC", "CoMet P-AUROC")
-    body = []
-    for model in sorted({r["model"] for r in rows}):
-        for noise in sorted({r["noise"] for r in rows if r["model"] == model}):
-            by = {me: {r["seed"]: r for r in rows if (r["model"], r["noise"], r["method"]) == (model, noise, me)} for me in ("baseline", "comet")}
-            seeds = sorted(set(by["baseline"]) & set(by["comet"]))
-            if not seeds: continue
-            b, c = ([by[me][s] for s in seeds] for me in ("baseline", "comet"))
-            md, se, crit = paired_difference(b, c)
-            verdict = ("no verdict (a run has no SE)" if se != se else "CoMet higher" if md > crit * se
-                       else "baseline higher" if md < -crit * se else "no clear difference")
-            body.append([model, f"{100 * noise:g} %", len(seeds), _pm([x["i_auroc"] for x in b], [x["i_auroc_se"] for x in b]),
-                         _pm([x["i_auroc"] for x in c], [x["i_auroc_se"] for x in c]), f"{100 * md:+.1f} ± {100 * se:.1f}", verdict,
-                         _pm([x["p_auroc"] for x in b], [None]), _pm([x["p_auroc"] for x in c], [None])])
-    if not body: raise ValueError("no model and noise level has both a baseline and a CoMet run: nothing to compare.")
-    return _md(head, body)
-
-def harm_table(rows_or_csv) -> str:
-    "What contamination does to the plain detector: baseline I/P-AUROC clean and contaminated, the NN reference beside, the paired drop."
-    rows = [r for r in _read(rows_or_csv) if r["method"] == "baseline"]
-    head = ("model", "training set", "seeds", "baseline I-AUROC", "baseline P-AUROC", "NN reference I-AUROC", "change from clean", "verdict")
-    body = []
-    for model in sorted({r["model"] for r in rows}):
-        by = {x: {r["seed"]: r for r in rows if (r["model"], r["noise"]) == (model, x)} for x in sorted({r["noise"] for r in rows if r["model"] == model})}
-        for noise, runs in by.items():
-            s = sorted(runs)
-            change, verdict = "—", "—"
-            if noise and 0.0 in by and set(s) & set(by[0.0]):
-                seeds = sorted(set(s) & set(by[0.0]))
-                md, se, crit = paired_difference([by[0.0][k] for k in seeds], [runs[k] for k in seeds])
-                change = f"{100 * md:+.1f} ± {100 * se:.1f}"
-                verdict = ("no verdict" if se != se else "contamination hurts" if md < -crit * se
-                           else "contamination helps" if md > crit * se else "no clear change")
-            r = [runs[k] for k in s]
-            body.append([model, "clean" if not noise else f"{100 * noise:g} % defective", len(s), _pm([x["i_auroc"] for x in r], [x["i_auroc_se"] for x in r]),
-                         _pm([x["p_auroc"] for x in r], [None]), _pm([x["nn_reference_i_auroc"] for x in r], [None]), change, verdict])
-    if not body: raise ValueError("no baseline runs: nothing to show.")
-    return _md(head, body)
-
-def _curation_lines(rows) -> list:
-    "One line per CoMet run with contaminants: what its weights found in its own training set."
-    out = []
-    for r in rows:
-        if r["method"] != "comet" or not r["noise"]: continue
-        cur = json.loads((Path(r["run"]) / "metrics.json").read_text()).get("curation") or {}
-        if "n_known_defective" not in cur: continue
-        out.append(f"  {r['model']} seed {int(r['seed'])}, noise {100 * r['noise']:g} %: {cur['n_flagged']} of {cur['n']} training images down-weighted "
-                   f"(w < 1), {cur['n_flagged_known']} of them among the {cur['n_known_defective']} contaminants; the training scores rank the "
-                   f"contaminants with AUROC {cur['auroc_scores']:.2f} (0.5 = chance).")
-    return out
+DEMO_EPOCHS = {"simplenet": 30, "differnet": 60}   # what fits ~5 minutes on a 2-core CPU with three seeds (time budget, not test results)
 
 def _gallery(run_dir, path) -> None:
     "The lowest-weight training images of one run (its weights.csv), contaminants framed, as a PNG."
@@ -375,16 +338,21 @@ def _gallery(run_dir, path) -> None:
                                 k=8, known_defective=[r["contaminant"] == "1" for r in w])
     atomic_write(path, _png(fig))
 
-def image_demo(out="comet-nb-demo",       # folder for the runs, results.csv, noise.png and the galleries (finished runs are reused)
-               seeds: int = 2,            # seeds 0 .. seeds-1; each seed draws its own contamination and initialisation
+def demo_jobs() -> int:
+    "Runs the demo trains at a time: one per core, at most four."
+    return max(1, min(4, os.cpu_count() or 1))
+
+def image_demo(out="comet-nb-demo",       # folder for the runs, the evidence tables and the figures (finished runs are reused)
+               seeds: int = 3,            # seeds 0 .. seeds-1; each seed draws its own contamination and initialisation
                noise=(0.1,),              # fractions of defective images in the training set
                category: str = "brick",   # demo category: brick, grass or gravel
                epochs: dict | int | None = None,      # None: DEMO_EPOCHS; an int for both models
                image_size: int | None = None,         # None: the small presets' sizes
                backbone: str = "efficientnet_lite0",  # the shipped ImageNet backbone; 'paper': WRN-50 / AlexNet (a download)
                pretrained=True,                       # ImageNet weights; False: random (mechanics only), or a weight file
-               progress: bool = True) -> str:
-    "Baseline vs CoMet for SimpleNet and DifferNet on the demo set with contaminated training sets: a table, a curation summary, Fig. 5 and Fig. 2 as PNGs."
+               progress: bool = True,
+               jobs: int | None = None) -> str:       # runs at a time (None: `demo_jobs()`)
+    "The short version of the results notebook: the harm, CoMet against the baseline, what the weights found — with SEs and verdicts."
     if not (isinstance(seeds, int) and seeds >= 1): raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}.")
     if not any(noise): raise ValueError(f"noise {tuple(noise)}: give at least one fraction > 0 (the clean baseline is always run beside it).")
     from comet_nb.features import backbone_words
@@ -396,37 +364,35 @@ def image_demo(out="comet-nb-demo",       # folder for the runs, results.csv, no
     for model in ("simplenet", "differnet"):
         runs += sweep_grid([category], [model], ["baseline"], [0.0], list(range(seeds)), epochs=ep[model], **common)   # the clean reference
         runs += sweep_grid([category], [model], ["baseline", "comet"], [x for x in noise if x], list(range(seeds)), epochs=ep[model], **common)
-    rows = run_sweep(runs, out, progress=progress)
-    out = Path(out)
-    import matplotlib.pyplot as plt
-    plt.close(noise_plot(rows, out / "noise.png"))
-    top = max(noise)
+    rows = run_sweep(runs, out, progress=progress, jobs=demo_jobs() if jobs is None else jobs)
+    from comet_nb.results import write_evidence, load_evidence, short_report, scores_figure, save_png
+    out, top = Path(out), max(noise)
+    r, pairs, ts = load_evidence(write_evidence(rows, out, at=top))
+    save_png(scores_figure(ts, title=f"{category}, {100 * top:g} % defective: red right of the dashed line = contaminants down-weighted"),
+             out / "scores.png")
     for model in ("simplenet", "differnet"):
-        r = [r for r in rows if (r["model"], r["method"], r["noise"], r["seed"]) == (model, "comet", top, 0)]
-        if r and top > 0: _gallery(r[0]["run"], out / f"gallery-{model}.png")
+        rr = [x for x in rows if (x["model"], x["method"], x["noise"], x["seed"]) == (model, "comet", top, 0)]
+        if rr: _gallery(rr[0]["run"], out / f"gallery-{model}.png")
     return "\n".join([
         f"Baseline vs CoMet on the demo set ({category}, {', '.join(f'{100 * x:g} %' for x in noise)} of the training images defective and "
         f"unlabelled), {seeds} seed(s), features: {backbone_words(backbone, pretrained)}, last epoch, threshold from training scores only.",
-        "", "What contamination does to the plain detector (baseline), beside a training-free nearest-neighbour score on the same features:",
-        "", harm_table(rows), "", "Baseline against CoMet on the contaminated training sets:", "", demo_table(rows), "",
-        "Image and pixel AUROC: mean ± standard error in %, over seeds when there are several, else the run's Hanley–McNeil SE.",
-        "CoMet − baseline: the mean paired difference ± SE, SE² = (spread over seeds)²/seeds + the runs' Hanley–McNeil variances (the seeds share",
-        "the test set, so its sampling error does not average away). A verdict needs |difference| > t·SE, t = Student's 97.5 % quantile for",
-        "seeds − 1 degrees of freedom (12.7 for 2 seeds, 4.3 for 3; 1.96 for one): with few seeds only a large difference earns one.",
-        "What CoMet's weights found in its own training set:", *(_curation_lines(rows) or ["  (no contaminated CoMet run)"]),
-        "", f"Files in {out}: results.csv, noise.png (Fig. 5), gallery-*.png (lowest-weight training images, contaminants framed red; Fig. 2), runs/*.",
-        f"({time.perf_counter() - t0:.0f} s; a second call reuses the finished runs. `comet-nb demo --toy`: the 2-D toy in seconds.)"])
+        "", short_report(r, pairs, ts, top), "",
+        f"Files in {out}: runs.csv, pairs.csv, training_scores.csv, scores.png (training scores of contaminants and nominal images), "
+        "gallery-*.png (lowest-weight training images, contaminants framed red; Fig. 2), runs/*.",
+        f"({time.perf_counter() - t0:.0f} s; a second call reuses the finished runs. The results notebook pools three categories; "
+        "`comet-nb demo --toy`: the 2-D toy in seconds.)"])
 
 def demo_command(args) -> str:
     "`comet-nb demo`: the image demo, or the 2-D toy with --toy."
     if args.epochs is not None and args.epochs < 1: raise ValueError(f"epochs must be >= 1; got {args.epochs}.")
     if args.seeds is not None and args.seeds < 1: raise ValueError(f"seeds must be >= 1; got {args.seeds}.")
+    if args.jobs is not None and args.jobs < 1: raise ValueError(f"--jobs {args.jobs}: give the number of runs at a time, >= 1.")
     if args.toy: return toy_demo(3 if args.seeds is None else args.seeds, 60 if args.epochs is None else args.epochs)
     try: noise = tuple(float(x) for x in args.noise.split(",") if x.strip())
     except ValueError: noise = ()
     if not noise: raise ValueError(f"--noise {args.noise!r}: give one or more comma-separated fractions in [0, 1), e.g. 0.1 or 0,0.1.")
-    return image_demo(args.out, 2 if args.seeds is None else args.seeds, noise, args.category, args.epochs, args.image_size,
-                      args.backbone, args.pretrained, progress=not args.quiet)
+    return image_demo(args.out, 3 if args.seeds is None else args.seeds, noise, args.category, args.epochs, args.image_size,
+                      args.backbone, args.pretrained, progress=not args.quiet, jobs=args.jobs)
 
 # %% ../nbs/35_cli.ipynb #10541d12
 def _explore_settings(args) -> dict:
@@ -500,13 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("demo", help="baseline vs CoMet, both models, on the offline demo images with 10%% contaminated training sets (~5 min on a CPU)",
                        description="Train SimpleNet and DifferNet, plainly and with CoMet, on the offline demo set with 10%% of the training images "
-                                   "defective and unlabelled (ImageNet features of the shipped EfficientNet-Lite0; --backbone paper for the paper's), over a few seeds; print a table with standard errors and "
-                                   "write Fig. 5 and the lowest-weight gallery (Fig. 2) to --out. --toy: the 2-D Gaussian toy instead (seconds).")
-    d.add_argument("--seeds", type=int, help="number of seeds (default: 2; --toy: 3)")
+                                   "defective and unlabelled (ImageNet features of the shipped EfficientNet-Lite0; --backbone paper for the paper's), over a few seeds; print the harm, CoMet against the baseline and what its weights found, with standard errors and verdicts; "
+                                   "write the training scores' figure and the lowest-weight gallery (Fig. 2) to --out. --toy: the 2-D Gaussian toy instead (seconds).")
+    d.add_argument("--seeds", type=int, help="number of seeds (default: 3)")
+    d.add_argument("--jobs", type=int, help="runs at a time, each in its own process (default: one per CPU core, at most 4)")
     d.add_argument("--noise", default="0.1", help="comma-separated fractions of defective training images, e.g. 0,0.1 (default: 0.1)")
     d.add_argument("--category", default="brick", choices=("brick", "grass", "gravel"), help="demo category (default: brick)")
     d.add_argument("--epochs", type=int, help="training epochs (default: SimpleNet 30, DifferNet 60; --toy: 60)")
-    d.add_argument("--image-size", type=int, help="input size in px (default: the small presets': 96 SimpleNet, 256 DifferNet)")
+    d.add_argument("--image-size", type=int, help="input size in px (default: the small presets', 128)")
     d.add_argument("--out", default="comet-nb-demo", help="output folder; finished runs with the same settings are reused (default: comet-nb-demo)")
     d.add_argument("--toy", action="store_true", help="the 2-D Gaussian toy of notebook 03 instead of images (a few seconds)")
     d.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -578,14 +545,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="auto", choices=_FORMATS, help="dataset layout (default: detected)")
     s.add_argument("--categories", help="comma-separated categories (default: the dataset's only one, or brick for the demo)")
     s.add_argument("--models", default="simplenet,differnet", help="comma-separated: differnet, simplenet")
-    s.add_argument("--methods", default="baseline,comet", help="comma-separated: baseline, comet, no-meta, no-scl, no-scl-data")
-    s.add_argument("--noise", default="0,0.1", help="comma-separated fractions in [0, 1)")
-    s.add_argument("--seeds", default="0", help="comma-separated seeds")
+    s.add_argument("--methods", help="comma-separated (default: baseline,comet): baseline, comet, no-meta, no-scl, no-scl-data, comet-pooled")
+    s.add_argument("--noise", help="comma-separated fractions in [0, 1) (default: 0,0.1)")
+    s.add_argument("--seeds", help="comma-separated seeds (default: 0; 0,1,2 with --grid evidence)")
+    s.add_argument("--grid", default="product", choices=("product", "evidence"), help="'product' (default): every combination of the lists; "
+                   "'evidence': the results notebook's sweep (Fig. 5 at 0-20 %% noise, Table 5 at 10 %%, 3 seeds) and its report")
     s.add_argument("--epochs", type=int, help="training epochs (default: the presets')")
     s.add_argument("--image-size", type=int, help="input size in px (default: the presets')")
     s.add_argument("--preset", default="small", choices=("small", "reference"))
     _pretrained_flags(s, "yes")
     s.add_argument("--device", default="auto")
+    s.add_argument("--jobs", type=int, default=1, help="local runs at a time, each in its own process with its share of the cores (default: 1)")
     s.add_argument("--executor", default="local", choices=EXECUTORS, help="'local' (default): one run after another here; 'ray': runs in parallel as Ray tasks (pip install \"comet_nb[ray]\")")
     s.add_argument("--ray-address", help="a Ray cluster's address for --executor ray (default: $RAY_ADDRESS, or a private Ray instance on this machine)")
     s.add_argument("--quiet", action="store_true", help="no progress lines")

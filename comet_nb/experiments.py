@@ -93,6 +93,7 @@ class RunConfig:
     gamma: float = 0.5                  # γ of Eq. 5
     lambda0: float | str = "auto"       # λ0 of Eq. 5; 'auto': 1 % of the data loss at initialisation (`lambda0_for`)
     n_tasks: int = 4                    # tasks per epoch (Eq. 7–9)
+    sigma: str = "paper"                # Σ of Eq. 4: 'paper' (one round's pairs) or 'pooled' (unit-free, pooled over rounds; not the paper's)
     batch_size: int | None = None       # None: the preset's
     lr: float | None = None             # α = β; None: the preset's
     pixel_maps: bool = False            # DifferNet: gradient maps of the test set for pixel AUROC (slow)
@@ -135,9 +136,10 @@ class RunConfig:
         if self.lambda0 != "auto" and (not _is_num(self.lambda0) or self.lambda0 < 0):
             _bad("lambda0", self.lambda0, "give 'auto' (1 % of the data loss at initialisation) or a finite number >= 0.")
         if not _is_int(self.n_tasks) or self.n_tasks < 2: _bad("n_tasks", self.n_tasks, "give an integer >= 2 (one task to adapt on, the others to validate on).")
-        if self.method == "comet" and self.use_meta and self.scl_model and self.n_tasks == 2:
+        if self.sigma not in ("paper", "pooled"): _bad("sigma", self.sigma, "give 'paper' (Eq. 4 on one round's pairs) or 'pooled' (unit-free, pooled over rounds; not the paper's).")
+        if self.method == "comet" and self.use_meta and self.scl_model and self.n_tasks == 2 and self.sigma == "paper":
             _bad("n_tasks", 2, "two tasks give two (train, val) pairs per round, whose covariance is singular (det Σ ≡ 0): λ would never leave λ0. "
-                               "Give n_tasks >= 3, or scl_model=False.")
+                               "Give n_tasks >= 3, sigma='pooled', or scl_model=False.")
         if self.lr is not None and (not _is_num(self.lr) or self.lr <= 0): _bad("lr", self.lr, "give a finite learning rate > 0, or None for the preset's.")
         if isinstance(self.cache, os.PathLike): self.cache = str(self.cache)
         if not isinstance(self.cache, (bool, str)) or self.cache == "": _bad("cache", self.cache, "give True (the user cache folder), False, or a folder.")
@@ -279,7 +281,8 @@ def trainer_config(cfg: RunConfig, lambda0: float = 0.0) -> CoMetConfig:
     common = dict(kappa=cfg.kappa, gamma=cfg.gamma, n_tasks=cfg.n_tasks, epochs=p["epochs"], batch_size=p["batch_size"],
                   beta=p["lr"], seed=cfg.seed, device=cfg.device)
     if cfg.method == "baseline": return CoMetConfig.baseline(**common)
-    return CoMetConfig(**common, alpha=p["lr"], lambda0=float(lambda0), use_meta=cfg.use_meta, scl_data=cfg.scl_data, scl_model=cfg.scl_model)
+    return CoMetConfig(**common, alpha=p["lr"], lambda0=float(lambda0), use_meta=cfg.use_meta, scl_data=cfg.scl_data, scl_model=cfg.scl_model,
+                      sigma=cfg.sigma)
 
 # %% ../nbs/31_experiments.ipynb #34651e2e
 PROTOCOL = ("Scores of the model after the last training epoch (no epoch is chosen on the test set). threshold = Q3 + kappa*(Q3 - Q1) of the "

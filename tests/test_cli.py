@@ -22,20 +22,21 @@ def test_toy_demo_compares_comet_with_plain_training(tmp_path):
     assert "plain" in r.stdout and "CoMet" in r.stdout and "higher on 2 of 2 seed(s)" in r.stdout
 
 
-def test_image_demo_writes_table_plot_and_galleries(tmp_path, capsys):
-    "The README's first command, shrunk to one seed and one epoch: both models, both methods, the table, Fig. 5 and the galleries."
+def test_image_demo_writes_tables_figure_and_galleries(tmp_path, capsys):
+    "The README's first command, shrunk to one seed and one epoch: both models, both methods, the tables, the figure and the galleries."
     r = cli(capsys, "demo", "--seeds", "1", "--epochs", "1", "--quiet", "--out", str(tmp_path / "d"))
     assert r.returncode == 0, r.stderr
-    table = [l for l in r.stdout.splitlines() if l.startswith("|")]       # header, rule, one row per model
-    harm, vs = table[:6], table[6:]                                      # the clean-vs-contaminated table, then baseline vs CoMet
-    assert harm[0].startswith("| model | training set | seeds | baseline I-AUROC | baseline P-AUROC | NN reference I-AUROC | change from clean")
-    assert vs[0].startswith("| model | noise | seeds | baseline I-AUROC | CoMet I-AUROC | CoMet − baseline | verdict")
-    assert len(vs) == 4 and {l.split(" | ")[0][2:] for l in vs[2:]} == {"simplenet", "differnet"}
-    assert all(any(v in l for v in ("CoMet higher", "baseline higher", "no clear difference")) for l in vs[2:])
+    tables = [[l for l in t.splitlines() if l.startswith("|")] for t in r.stdout.split("\n\n") if t.startswith("|")]
+    levels, harm, vs = tables
+    assert levels[0].startswith("| model | method | defective training images | runs | image AUROC (%) | pixel AUROC (%) | NN reference (%)")
+    assert harm[0].startswith("| model | runs | baseline@0.1 − baseline@0 (points")
+    assert vs[0].startswith("| model | defective training images | CoMet − baseline (points")
+    assert len(vs) == 4 and {l.split(" | ")[0][2:] for l in vs[2:]} == {"SimpleNet", "DifferNet"}
+    assert all("one seed" in l for l in harm[2:] + vs[2:])
     assert "features: EfficientNet-Lite0, ImageNet weights shipped with the kit" in r.stdout and "contaminants" in r.stdout
-    for f in ("results.csv", "noise.png", "gallery-simplenet.png", "gallery-differnet.png"):
+    for f in ("results.csv", "runs.csv", "pairs.csv", "training_scores.csv", "scores.png", "gallery-simplenet.png", "gallery-differnet.png"):
         assert (tmp_path / "d" / f).stat().st_size > 0, f
-    assert "Student's 97.5 % quantile" in r.stdout
+    assert "DeLong" in r.stdout
     first, stamps = r.stdout, {p: p.stat().st_mtime_ns for p in (tmp_path / "d" / "runs").glob("*/metrics.json")}
     assert len(stamps) == 6                                                # per model: clean baseline, baseline and CoMet at 10 %
     r = cli(capsys, "demo", "--seeds", "1", "--epochs", "1", "--quiet", "--out", str(tmp_path / "d"))   # finished runs are reused
@@ -43,17 +44,21 @@ def test_image_demo_writes_table_plot_and_galleries(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
-def test_demo_verdict_statistics():
-    "The verdict's SE adds the test set's sampling error to the spread over seeds, and its critical value is Student's t."
-    from comet_nb.cli import paired_difference
-    b = [dict(i_auroc=0.80, i_auroc_se=0.03), dict(i_auroc=0.82, i_auroc_se=0.03)]
-    c = [dict(i_auroc=0.90, i_auroc_se=0.02), dict(i_auroc=0.94, i_auroc_se=0.02)]
-    md, se, crit = paired_difference(b, c)
-    assert md == pytest.approx(0.11) and crit == pytest.approx(12.706, abs=1e-3)
-    assert se == pytest.approx((0.0002 / 2 + 0.03 ** 2 + 0.02 ** 2) ** 0.5)            # sample variance of the differences 0.10, 0.12: 0.0002
-    md, se, crit = paired_difference(b[:1], c[:1])
-    assert crit == 1.96 and se == pytest.approx((0.03 ** 2 + 0.02 ** 2) ** 0.5)
-    assert paired_difference([dict(i_auroc=0.8, i_auroc_se=None)], c[:1])[1] != paired_difference([dict(i_auroc=0.8, i_auroc_se=None)], c[:1])[1]   # NaN: no SE, no verdict
+def test_sweep_jobs_and_evidence_grid_arguments(tmp_path, capsys):
+    "--jobs runs a grid in parallel processes (every run finishes, a second call reuses them); bad --jobs and --grid mixes are refused."
+    args = ["sweep", "--categories", "brick", "--models", "simplenet", "--methods", "baseline,comet", "--noise", "0.1", "--seeds", "0",
+            "--epochs", "1", "--image-size", "64", "--quiet", "--out", str(tmp_path / "sw")]
+    r = cli(capsys, *args, "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sw" / "runs").glob("*/metrics.json")}
+    assert len(stamps) == 2
+    assert cli(capsys, *args).returncode == 0 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    r = cli(capsys, *args, "--jobs", "0")
+    assert r.returncode == 2 and "--jobs 0" in r.stderr
+    r = cli(capsys, "sweep", "--grid", "evidence", "--methods", "comet", "--out", str(tmp_path / "ev"))
+    assert r.returncode == 2 and "leave out --methods and --noise" in r.stderr
+    r = cli(capsys, "demo", "--jobs", "0", "--out", str(tmp_path / "d"))
+    assert r.returncode == 2 and "--jobs 0" in r.stderr
 
 
 def test_weights_report_is_reproducible(tmp_path):

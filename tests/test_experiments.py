@@ -281,3 +281,14 @@ def test_ksdd2_as_shipped_and_a_folder_without_test_set(tmp_path):
     assert mf["i_auroc"] is None and mf["p_auroc"] is None and mf["n_test"] == 0 and mf["n_train"] == 10
     assert not (tmp_path / "rf" / "scores.csv").exists() and (tmp_path / "rf" / "weights.csv").is_file()
     with pytest.raises(ValueError, match="unlabeled"): train_run(RunConfig(data=str(plain), noise=0.1, pretrained=False), tmp_path / "rn", progress=False)
+
+
+def test_sigma_is_a_run_setting():
+    "RunConfig(sigma=...) reaches the trainer; an unknown Σ is refused; two tasks are fine once rounds are pooled."
+    from comet_nb.experiments import RunConfig, trainer_config
+    assert trainer_config(RunConfig(sigma="pooled"), 1e-3).sigma == "pooled"
+    with pytest.raises(ValueError, match="sigma = 'median' is not valid: give 'paper'"):
+        RunConfig(sigma="median")
+    assert RunConfig(n_tasks=2, sigma="pooled").n_tasks == 2
+    with pytest.raises(ValueError, match="det Σ ≡ 0"):
+        RunConfig(n_tasks=2)

@@ -5,19 +5,23 @@ notebook with the standard library only: markdown cells as they are, code cells 
 directives, and skipping `#| hide` cells) as Python blocks, with their text output beneath.
 Usage: python tools/readme.py [--check]   (--check: exit 1 if README.md is out of date)
 """
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 def _text(x): return "".join(x) if isinstance(x, list) else x
 
+def _from_root(md: str) -> str:
+    "Links relative to nbs/ (a notebook, the stored evidence) made relative to the repository root, where README.md lives."
+    return re.sub(r"\]\((?!https?:|#|/)([^)]+)\)", r"](nbs/\1)", md)
+
 def render(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
     nb = json.loads(Path(nb_path).read_text(encoding="utf-8"))
     out = ["<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the notebook, not this file. -->"]
     for cell in nb["cells"]:
         src = _text(cell["source"])
-        if cell["cell_type"] == "markdown": out.append(src.strip()); continue
+        if cell["cell_type"] == "markdown": out.append(_from_root(src.strip())); continue
         if cell["cell_type"] != "code": continue
         lines = src.splitlines()
         if any(l.strip().replace(" ", "") in ("#|hide", "#|exporti", "#|export") for l in lines if l.startswith("#|")): continue
