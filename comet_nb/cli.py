@@ -172,11 +172,12 @@ def pool_runs(todo, jobs: int, progress: bool = True) -> dict:
     "Run `train_one(fields, d)` for each (name, fields, d) of `todo`, `jobs` at a time in fresh processes; {name: metrics}."
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from comet_nb import cli                                     # by the module's name: a fresh process can import what it runs
     threads = max(1, (os.cpu_count() or 1) // jobs)              # a thread count is part of a run's arithmetic, like a seed
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads, initargs=(threads,))
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=cli._set_threads, initargs=(threads,))
     results = {}
     try:
-        futures = {pool.submit(train_one, fields, d): name for name, fields, d in todo}
+        futures = {pool.submit(cli.train_one, fields, d): name for name, fields, d in todo}
         for k, f in enumerate(as_completed(futures)):
             results[futures[f]] = f.result()                    # a run's own error stops the sweep; finished runs are kept
             if progress: print(f"[{k + 1}/{len(todo)}] {futures[f]} finished ({jobs} at a time)", flush=True)
@@ -281,7 +282,8 @@ def evidence_command(args, common: dict) -> str:
     from comet_nb.results import evidence_runs, write_evidence, evidence_report
     split = lambda v, f=str: [f(x) for x in v.split(",") if x != ""]
     cats = split(args.categories) if args.categories else list(DEMO_CATEGORIES) if args.data == "demo" else [None]
-    runs = evidence_runs(split(args.seeds or "0,1,2", int), cats, split(args.models), **common)
+    seeds = {} if args.seeds is None else dict(seeds=split(args.seeds, int), extra_seeds=())   # --seeds: the same seeds for every run
+    runs = evidence_runs(categories=cats, models=split(args.models), **seeds, **common)
     rows = run_sweep(runs, args.out, progress=not args.quiet, executor=args.executor, address=args.ray_address, jobs=args.jobs)
     report = evidence_report(write_evidence(rows, args.out))
     return report + f"\n{len(rows)} runs; runs.csv, pairs.csv, training_scores.csv, report.md and figures in {args.out}."
@@ -547,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", default="simplenet,differnet", help="comma-separated: differnet, simplenet")
     s.add_argument("--methods", help="comma-separated (default: baseline,comet): baseline, comet, no-meta, no-scl, no-scl-data, comet-pooled")
     s.add_argument("--noise", help="comma-separated fractions in [0, 1) (default: 0,0.1)")
-    s.add_argument("--seeds", help="comma-separated seeds (default: 0; 0,1,2 with --grid evidence)")
+    s.add_argument("--seeds", help="comma-separated seeds (default: 0; with --grid evidence 0,1,2, and 3,4,5 too for baseline and CoMet at 0 and 10 %%)")
     s.add_argument("--grid", default="product", choices=("product", "evidence"), help="'product' (default): every combination of the lists; "
                    "'evidence': the results notebook's sweep (Fig. 5 at 0-20 %% noise, Table 5 at 10 %%, 3 seeds) and its report")
     s.add_argument("--epochs", type=int, help="training epochs (default: the presets')")

@@ -61,6 +61,18 @@ def test_sweep_jobs_and_evidence_grid_arguments(tmp_path, capsys):
     assert r.returncode == 2 and "--jobs 0" in r.stderr
 
 
+def test_sweep_grid_evidence_writes_the_report(tmp_path, capsys):
+    "The results notebook's sweep from the command line, shrunk (one category, one model, one seed, one epoch): tables, figures, report."
+    r = cli(capsys, "sweep", "--grid", "evidence", "--categories", "brick", "--models", "simplenet", "--seeds", "0", "--epochs", "1",
+            "--image-size", "64", "--jobs", "2", "--quiet", "--out", str(tmp_path / "ev"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("# Does CoMet work?") and "(4) Each part of CoMet contributes" in r.stdout
+    assert len(list((tmp_path / "ev" / "runs").glob("*/metrics.json"))) == 2 * 4 + 4      # (baseline, CoMet) × noise levels + Table 5 rows
+    for f in ("runs.csv", "pairs.csv", "training_scores.csv", "report.md", "fig5.png", "pixel.png", "scores.png", "kappa.png"):
+        assert (tmp_path / "ev" / f).stat().st_size > 0, f
+    assert "one seed" in (tmp_path / "ev" / "report.md").read_text()                        # one seed: no interval, and it says so
+
+
 def test_weights_report_is_reproducible(tmp_path):
     r = run("weights", "--n", "120", "--seed", "3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
