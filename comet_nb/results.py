@@ -6,11 +6,11 @@ Docs: https://comet-nb.github.io/comet_nb/results.html.md"""
 
 # %% auto #0
 __all__ = ['NOISES', 'ABLATIONS', 'AT', 'DELTA', 'RUN_COLUMNS', 'EVIDENCE_FILES', 'MODELS', 'LINES', 'CAPTIONS', 'RUN_KEYS',
-           'ROWS', 'FIGURES', 'evidence_runs', 'placements', 'delong_diff', 'verdict', 'shared_var', 'compare',
-           'evidence_pairs', 'seed_cov', 'collect_pairs', 'collect_training_scores', 'write_evidence', 'load_evidence',
-           'fig5_figure', 'comparison_table', 'headline', 'robust_z', 'with_z', 'curation_table', 'curation_view',
-           'scores_figure', 'kappa_curve', 'kappa_figure', 'table5', 'claim_harm', 'claim_curation', 'claim_flat',
-           'claim_parts', 'claims', 'save_png', 'evidence_report', 'levels_table', 'short_report']
+           'ROWS', 'evidence_runs', 'placements', 'delong_diff', 'verdict', 'shared_var', 'compare', 'evidence_pairs',
+           'seed_cov', 'collect_pairs', 'collect_training_scores', 'write_evidence', 'load_evidence', 'fig5_figure',
+           'comparison_table', 'headline', 'robust_z', 'with_z', 'curation_table', 'curation_view', 'scores_figure',
+           'kappa_curve', 'kappa_figure', 'table5', 'claim_harm', 'claim_curation', 'claim_flat', 'claim_parts',
+           'claims', 'save_png', 'evidence_report', 'levels_table', 'short_report']
 
 # %% ../nbs/36_results.ipynb #17e6446d
 import csv
@@ -485,12 +485,6 @@ def save_png(fig, path) -> None:
     plt.close(fig)
     atomic_write(path, buf.getvalue())
 
-# %% ../nbs/36_results.ipynb #e92351a1
-FIGURES = {"fig5.png": "image AUROC against contamination (Fig. 5): baseline, CoMet, nearest-neighbour reference",
-           "pixel.png": "SimpleNet's pixel AUROC against contamination",
-           "scores.png": "training scores of nominal images and contaminants at 10 %; dashed: t at κ = 1.5",
-           "kappa.png": "the κ curve: contaminants and nominal images down-weighted as κ varies"}
-
 # %% ../nbs/36_results.ipynb #398f723d
 def evidence_report(folder) -> str:
     "report.md and the figures of an evidence folder (written there); returns the report."
@@ -498,13 +492,13 @@ def evidence_report(folder) -> str:
     runs, pairs, ts = load_evidence(folder)
     figs = [fig5_figure(runs, title=CAPTIONS["fig5.png"]), fig5_figure(runs, "p_auroc", ("simplenet",), CAPTIONS["pixel.png"]),
             scores_figure(ts, title=CAPTIONS["scores.png"]), kappa_figure(ts, title=CAPTIONS["kappa.png"])]
-    for name, fig in zip(FIGURES, figs): save_png(fig, folder / name)
+    for name, fig in zip(CAPTIONS, figs): save_png(fig, folder / name)
     parts = ["# Does CoMet work?", "", claims(runs, pairs, ts), "",
              "## CoMet − baseline", "", _markdown(headline(pairs)), "",
              f"## The harm: baseline at {100 * AT:g} % − clean", "", _markdown(comparison_table(pairs, "baseline@0", _tag("baseline", AT))), "",
              f"## Curation at {100 * AT:g} %", "", _markdown(curation_view(curation_table(runs, ts))), "",
              f"## Table 5 at {100 * AT:g} %", "", _markdown(table5(runs, pairs)), "",
-             "Figures: " + "; ".join(f"{k} ({v})" for k, v in FIGURES.items()) + ".",
+             "Figures: " + "; ".join(f"{k} ({v})" for k, v in CAPTIONS.items()) + ".",
              f"{len(runs)} runs; differences in AUROC points, ± SE [95 % interval]; SE from each category's seed spread and "
              "the test-set covariance its seeds share (DeLong), Welch–Satterthwaite df; the last epoch, thresholds from training scores."]
     report = "\n".join(parts) + "\n"
