@@ -7,8 +7,8 @@ Docs: https://comet-nb.github.io/comet_nb/experiments.html.md"""
 # %% auto #0
 __all__ = ['FORMATS', 'MODELS', 'METHODS', 'PRESET_NAMES', 'PRESETS', 'PROTOCOL', 'RUN_FILES', 'atomic_write', 'check_writable',
            'RunConfig', 'detect_format', 'load_split', 'make_extractor', 'make_dataset', 'run_features', 'make_model',
-           'trainer_config', 'image_metrics', 'evaluate_records', 'weights_figure', 'versions', 'train_run', 'Detector',
-           'eval_run']
+           'trainer_config', 'image_metrics', 'map_scale', 'evaluate_records', 'weights_figure', 'versions',
+           'TinyImagesWarning', 'train_run', 'Detector', 'eval_run']
 
 # %% ../nbs/31_experiments.ipynb #47b0598f
 import csv
@@ -20,6 +20,7 @@ import platform
 import random
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
@@ -28,13 +29,14 @@ import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
 import timm
-from matplotlib import colormaps
+from matplotlib import cm, colormaps, colors
 from matplotlib.figure import Figure
 from PIL import Image
 import comet_nb
 from .data import UNKNOWN, ADDataset, Record, Split, categories, contaminate, image_files, image_folder, ksdd2, load_image, mvtec, viaduct
 from .demo import demo
 from .features import PAPER_BACKBONES, _batch_features, backbone_class, extract_features
+from .scl import iqr_threshold, score_origin, weights_at
 from .meta import CoMet, CoMetConfig, ProgressBar, SaveCheckpoint, atomic_file, resolve_device, score_all
 from .differnet import DIFFERNET_REFERENCE, DIFFERNET_SMALL, DifferNet, gradient_maps, lambda0_for
 from .simplenet import SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, predict as simplenet_predict
@@ -329,10 +331,29 @@ def _map_batches(model, extractor, cfg: RunConfig, records, feats, device, batch
                 mp = gradient_maps(model, extractor.to(device), it["image"][None], sigma=4.0).cpu()
                 yield [s + i], None if it["mask"] is None else (it["mask"][None] > 0.5).float(), mp
 
-def _map_png(m: torch.Tensor) -> bytes:
-    "One anomaly map as a colour PNG, scaled to its own range."
-    a = m.float().numpy(); a = (a - a.min()) / max(float(a.max() - a.min()), 1e-12)
+def map_scale(maps) -> tuple:
+    "(lo, hi): one colour scale for a set of anomaly maps — their pooled 1st and 99th percentiles — so equal colours mean equal scores."
+    v = torch.cat([m.float().flatten() for m in maps])
+    if len(v) > 1_000_000: v = v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+    lo, hi = torch.quantile(v, torch.tensor([0.01, 0.99])).tolist()
+    return lo, max(hi, lo + 1e-12)
+
+def _map_png(m: torch.Tensor, lo: float, hi: float) -> bytes:
+    "One anomaly map as a colour PNG on the shared scale [lo, hi] (`map_scale`)."
+    a = ((m.float().numpy() - lo) / (hi - lo)).clip(0, 1)
     buf = io.BytesIO(); Image.fromarray((colormaps["viridis"](a)[..., :3] * 255).astype(np.uint8)).save(buf, format="png"); return buf.getvalue()
+
+def _write_maps(folder, named_maps, threshold=None):
+    "The maps as PNGs on one colour scale, and colorbar.png: the scale, and the image threshold for reference."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    if not named_maps: return
+    lo, hi = map_scale([m for _, m in named_maps])
+    for name, m in named_maps: atomic_write(folder / name, _map_png(m, lo, hi))
+    fig = Figure(figsize=(4.5, 0.9), dpi=100); ax = fig.add_axes([0.05, 0.55, 0.9, 0.25])
+    fig.colorbar(cm.ScalarMappable(colors.Normalize(lo, hi), colormaps["viridis"]), cax=ax, orientation="horizontal")
+    ax.set_title("anomaly-map colour scale, shared by every map in this folder (1st–99th percentile)", fontsize=7)
+    ax.tick_params(labelsize=7)
+    atomic_write(folder / "colorbar.png", _png(fig))
 
 def evaluate_records(model, extractor, cfg: RunConfig, records, feats, tau, device, maps: bool = False, map_dir=None) -> tuple:
     "(metrics, scores) of labelled test records from their cached features; pixel AUROC from maps (SimpleNet always, DifferNet if `maps`)."
@@ -342,12 +363,13 @@ def evaluate_records(model, extractor, cfg: RunConfig, records, feats, tau, devi
     pixel_ok = 0 < sum(l == 1 for l in labels) < len(labels) and all(r.label == 0 or r.mask_path is not None for r in records)
     if (isinstance(model, SimpleNet) or maps) and (pixel_ok or map_dir is not None):
         acc = StreamingAUROC() if pixel_ok else None
-        if map_dir is not None: Path(map_dir).mkdir(parents=True, exist_ok=True)
+        named = []
         for idx, masks, mp in _map_batches(model, extractor, cfg, records, feats, device):
             if acc is not None: acc.update(masks, mp)
             if map_dir is not None:
                 for i, one in zip(idx, mp):
-                    p = Path(records[i].path); atomic_write(Path(map_dir) / f"{i:04d}_{p.parent.name}_{p.stem}.png", _map_png(one))
+                    p = Path(records[i].path); named.append((f"{i:04d}_{p.parent.name}_{p.stem}.png", one.half()))
+        if map_dir is not None: _write_maps(map_dir, named)
         if acc is not None: m["p_auroc"] = acc.compute()
     return m, scores
 
@@ -356,13 +378,13 @@ def weights_figure(scores, weights, contaminant, t: float | None = None) -> Figu
     "The paper's Fig. 2 for one run: raw training scores and confidence weights, images sorted by score, known contaminants in red."
     a, w, bad = np.asarray(scores, float), np.asarray(weights, float), np.asarray(contaminant, bool)
     order = np.argsort(-a, kind="stable"); x = np.arange(len(a))
-    fig = Figure(figsize=(7.5, 2.6), dpi=72); ax1, ax2 = fig.subplots(1, 2)
+    fig = Figure(figsize=(10, 3.6), dpi=100); ax1, ax2 = fig.subplots(1, 2)
     for ax, v, title in ((ax1, a, "raw training score $a_i$"), (ax2, w, "confidence weight $w_i$")):
         ax.scatter(x, v[order], c=np.where(bad[order], "C3", "C0"), s=10)
-        ax.set_title(title, fontsize=9); ax.set_xlabel("training images, highest score first", fontsize=8); ax.tick_params(labelsize=7)
+        ax.set_title(title, fontsize=11); ax.set_xlabel("training images, highest score first", fontsize=10); ax.tick_params(labelsize=9)
     if t is not None: ax1.axhline(t, color="k", lw=0.8, ls="--")
     ax2.set_ylim(0, 1.05)
-    fig.suptitle(f"red: known contaminants ({int(bad.sum())} of {len(a)})" + ("; dashed: t of Eq. 2" if t is not None else ""), fontsize=9)
+    fig.suptitle(f"red: known contaminants ({int(bad.sum())} of {len(a)})" + ("; dashed: t of Eq. 2" if t is not None else ""), fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -409,28 +431,51 @@ def _lambda0(cfg: RunConfig, dim: int, train) -> float:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed); return lambda0_for(make_model(cfg, dim, train), _sample(train, 64))
 
+class TinyImagesWarning(UserWarning):
+    "The training images are so small that the backbone sees little but upsampling blur."
+
+def _warn_tiny(records, smallest: int = 32, look: int = 16):
+    "Warn when the first `look` training images are under `smallest` px on their short side (image headers only)."
+    sizes = []
+    for r in records[:look]:
+        try:
+            with Image.open(r.path) as im: sizes.append(im.size)
+        except (OSError, ValueError): return                     # unreadable here: the loader gives its own clear error later
+    tiny = [s for s in sizes if min(s) < smallest]
+    if tiny:
+        w, h = tiny[0]
+        warnings.warn(f"{len(tiny)} of the first {len(sizes)} training images are smaller than {smallest} px on a side (e.g. {w}×{h}, "
+                      f"{records[sizes.index(tiny[0])].path}): upsampled to the model's input size they carry little detail, "
+                      "and an anomaly detector trained on them is unreliable.", TinyImagesWarning, stacklevel=3)
+
 def train_run(cfg: RunConfig,             # what to train (a RunConfig, or a dict of its fields)
               out,                        # folder for config.json, checkpoint.pt, metrics.json, weights.csv, scores.csv, weights.png
               resume: bool = False,       # continue the checkpoint in `out` (same config; epochs may grow)
-              progress: bool = True,      # progress bars for features and epochs
-              callbacks=(),               # extra trainer callbacks, run after each epoch's checkpoint is saved
-              overwrite: bool = False     # replace a finished or crashed run in `out` instead of refusing
+              progress: bool | dict = True,   # progress bars for features and epochs; a dict: the epoch bar's tqdm options only
+              callbacks=(),               # extra trainer callbacks, run after the checkpoint callback
+              overwrite: bool = False,    # replace a finished or crashed run in `out` instead of refusing
+              checkpoint_every: int | None = None,   # also save the checkpoint every N epochs (None: by time only)
+              checkpoint_minutes: float | None = 5.0 # save it every M minutes of training (and always at the end)
              ) -> dict:                   # the metrics, as written to metrics.json
     "One training run end to end: split, contamination, cached features, model, training with checkpoints, last-epoch evaluation, files."
     t_start = time.perf_counter()
     if isinstance(cfg, dict): cfg = RunConfig.from_dict(cfg)
     if not isinstance(cfg, RunConfig): raise ValueError(f"cfg must be a RunConfig (or a dict of its fields); got {type(cfg).__name__}.")
+    save = SaveCheckpoint("checkpoint.pt", every=checkpoint_every, minutes=checkpoint_minutes)   # its arguments checked before any work
     out = _prepare_out(cfg, out, resume, overwrite)
     device = resolve_device(cfg.device)
     if isinstance(cfg.pretrained, str) and not Path(cfg.pretrained).is_file():
         raise FileNotFoundError(f"weight file not found: {cfg.pretrained} (pretrained=...). Give an existing file, True or False.")
     split = load_split(cfg.data, cfg.category, cfg.format, cfg.noise, cfg.seed)
+    _warn_tiny(split.train)
     cfg.to_json(out / "config.json")
     ext = make_extractor(cfg)
-    train = run_features(split.train, cfg, ext, True, device, progress)
-    test = run_features(split.test, cfg, ext, False, device, progress) if split.test else None
+    train = run_features(split.train, cfg, ext, True, device, progress is True)
+    test = run_features(split.test, cfg, ext, False, device, progress is True) if split.test else None
     ckpt = out / "checkpoint.pt"
-    cbs = [SaveCheckpoint(ckpt), *callbacks] + ([ProgressBar()] if progress else [])
+    save.path = ckpt
+    bar = [ProgressBar(**progress)] if isinstance(progress, dict) else [ProgressBar()] if progress else []
+    cbs = [save, *callbacks, *bar]
     if resume:
         trainer = CoMet.load(ckpt, make_model(cfg, ext.dim), device=cfg.device, callbacks=cbs)
         auto = cfg.method == "comet" and cfg.lambda0 == "auto"                # the checkpoint holds the λ0 measured when the run began
@@ -448,11 +493,13 @@ def train_run(cfg: RunConfig,             # what to train (a RunConfig, or a dic
     return _finish_run(cfg, out, split, trainer, ext, train, test, device, lam0, train_seconds, t_start)
 
 def _finish_run(cfg, out, split, trainer, ext, train, test, device, lam0, train_seconds, t_start) -> dict:
-    "Evaluate the last epoch's model; write scores.csv, weights.csv, weights.png and, last, metrics.json."
-    model, h = trainer.model, trainer.history[-1]
-    tau = decision_threshold(trainer.scores(train), cfg.kappa)                # training images only, final θ
+    "Evaluate the final model; write scores.csv, weights.csv, weights.png and, last, metrics.json — all on its score scale."
+    model = trainer.model
+    a = trainer.scores(train)                                                 # training scores of the final θ: one scale for every file
+    t = iqr_threshold(a, cfg.kappa)                                           # Eq. 2 of the final scores = the decision threshold τ
+    w, tau = weights_at(a, t, score_origin(a)), float(t)                     # Eq. 1: the weights the final model gives
     known = [r.known_defective for r in split.train]
-    cur = curation_report(h["weights"], h["scores"], known)
+    cur = curation_report(w, a, known)
     ranking = cur.pop("ranking"); cur["lowest_weight"] = [str(split.train[i].path) for i in ranking[:10]]
     m = dict(i_auroc=None, i_auroc_se=None, p_auroc=None, precision=None, recall=None, f1=None, threshold=tau, f1_max=None, nn_reference_i_auroc=None)
     if test is not None:
@@ -463,8 +510,8 @@ def _finish_run(cfg, out, split, trainer, ext, train, test, device, lam0, train_
         atomic_write(out / "scores.csv", _csv(("path", "label", "score", "verdict"),
                      [(r.path, r.label, f"{s:.6g}", int(s > tau)) for r, s in zip(split.test, test_scores.tolist())]))
     atomic_write(out / "weights.csv", _csv(("path", "weight", "score", "contaminant"),
-                 [(r.path, f"{w:.6g}", f"{a:.6g}", int(k)) for r, w, a, k in zip(split.train, h["weights"].tolist(), h["scores"].tolist(), known)]))
-    atomic_write(out / "weights.png", _png(weights_figure(h["scores"], h["weights"], known, h["t"])))
+                 [(r.path, f"{wi:.6g}", f"{ai:.6g}", int(k)) for r, wi, ai, k in zip(split.train, w.tolist(), a.tolist(), known)]))
+    atomic_write(out / "weights.png", _png(weights_figure(a, w, known, tau)))
     m.update(curation=cur, epochs=trainer.epoch, seconds=time.perf_counter() - t_start, train_seconds=train_seconds, n_train=len(split.train),
              n_test=len(split.test), n_contaminants=int(sum(known)), lambda0=lam0,
              backbone=dict(name=cfg.backbone, features=ext.spec["backbone"], weights=ext.spec["weights"]), protocol=PROTOCOL, split=split.summary(), notes=split.notes,
@@ -621,9 +668,7 @@ def eval_run(checkpoint_or_run_dir,       # a run folder written by train_run, o
         if out is not None:
             atomic_write(out / "scores.csv", _csv(("path", "label", "score", "verdict"),
                          [(p, "", f"{s:.6g}", "" if d is None else int(d)) for p, s, d in zip(r["paths"], r["scores"].tolist(), v)]))
-            if maps:
-                (out / "maps").mkdir(exist_ok=True)
-                for i, (p, mp) in enumerate(zip(r["paths"], r["maps"])): atomic_write(out / "maps" / f"{i:04d}_{Path(p).stem}.png", _map_png(mp))
+            if maps: _write_maps(out / "maps", [(f"{i:04d}_{Path(p).stem}.png", mp) for i, (p, mp) in enumerate(zip(r["paths"], r["maps"]))])
         return dict(mode="images", n=len(r["paths"]), threshold=det.threshold, paths=r["paths"], scores=r["scores"].tolist(), verdicts=v)
     split = load_split(data, category, format)
     notes = list(split.notes)

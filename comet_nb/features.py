@@ -73,6 +73,28 @@ def _offline_message(name: str, how: str, e: Exception) -> str:
             f"machine run {how}, copy the weight file here and pass pretrained='/path/to/that/file'; or use the kit's shipped backbone "
             "(backbone='efficientnet_lite0': ImageNet weights, offline).")
 
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    "Whether a download from `url` can start: one TCP connection, asked before a download that would retry for a minute offline."
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")): return True   # a proxy decides
+    host = url.split("://", 1)[-1].split("/", 1)[0]
+    try: socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError: return False
+    return True
+
+def _timm_cached(name: str) -> bool:
+    "Whether timm's ImageNet weights of `name` are on this machine already (Hugging Face cache, or torch hub for URL weights)."
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None: return False
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+        if any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str) for f in ("model.safetensors", "pytorch_model.bin")): return True
+    return bool(cfg.url) and (Path(torch.hub.get_dir()) / "checkpoints" / cfg.url.rsplit("/", 1)[-1]).is_file()
+
+def _fail_fast_offline(name: str, cached: bool, url: str, how: str):
+    "Refuse at once, naming the way out, when weights must be downloaded and this machine cannot reach the server."
+    if cached or _reachable(url): return
+    raise RuntimeError(_offline_message(name, how, ConnectionError(f"{url.split('/')[2]} cannot be reached from this machine")))
+
 def timm_features(name: str, out_indices, pretrained=True) -> nn.Module:
     "A timm backbone returning the feature maps `out_indices` (`features_only`); pretrained: True, False, or a local weight file."
     note = _weights_note(name, pretrained)
@@ -81,9 +103,10 @@ def timm_features(name: str, out_indices, pretrained=True) -> nn.Module:
         with torch.random.fork_rng(devices=[]):            # random weights, but always the same ones (seed 0): reproducible, cacheable
             torch.manual_seed(0); return timm.create_model(name, pretrained=False, **kw)
     if note.startswith("file:"): return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)), **kw)
+    how = f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (timm caches it under ~/.cache/huggingface)"
+    _fail_fast_offline(name, _timm_cached(name), "https://huggingface.co/", how)
     try: return timm.create_model(name, pretrained=True, **kw)
-    except Exception as e:
-        raise RuntimeError(_offline_message(name, f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (timm caches it under ~/.cache/huggingface)", e)) from None
+    except Exception as e: raise RuntimeError(_offline_message(name, how, e)) from None
 
 WRN50_TAG = "wide_resnet50_2.tv_in1k"   # torchvision's ImageNet weights, as the SimpleNet reference uses (timm's default tag is another training run)
 
@@ -91,9 +114,11 @@ def alexnet_features(pretrained=True) -> nn.Module:
     "torchvision's AlexNet convolutional part (`features`); pretrained: True, False, or a local weight file."
     note = _weights_note("alexnet", pretrained)
     if note == "imagenet":
+        how = "`python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\"` (it lands in ~/.cache/torch/hub/checkpoints)"
+        url = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
+        _fail_fast_offline("alexnet", (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file(), url, how)
         try: return torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1).features
-        except Exception as e:
-            raise RuntimeError(_offline_message("alexnet", "`python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\"` (it lands in ~/.cache/torch/hub/checkpoints)", e)) from None
+        except Exception as e: raise RuntimeError(_offline_message("alexnet", how, e)) from None
     with torch.random.fork_rng(devices=[]):                # random weights are always the same ones (seed 0)
         torch.manual_seed(0); m = torchvision.models.alexnet(weights=None)
     if note.startswith("file:"):

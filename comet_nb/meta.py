@@ -266,18 +266,34 @@ class Callback:
 
 class ProgressBar(Callback):
     "A tqdm bar over epochs showing the loss, λ and how many training samples are down-weighted."
+    def __init__(self, **tqdm_kw): self.kw = tqdm_kw               # e.g. desc=, position=, leave= (several runs at once)
     def before_fit(self, trainer):
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=trainer.target_epochs, initial=trainer.epoch, desc="CoMet" if trainer.cfg.use_meta else "train")
+        kw = dict(desc="CoMet" if trainer.cfg.use_meta else "train", unit="epoch") | self.kw
+        self.bar = tqdm(total=trainer.target_epochs, initial=trainer.epoch, **kw)
     def after_epoch(self, trainer, record):
         self.bar.update(1); self.bar.set_postfix(loss=f"{record['loss']:.4g}", lam=f"{record['lam']:.3g}", flagged=record["n_flagged"])
     def after_fit(self, trainer): self.bar.close()
 
 class SaveCheckpoint(Callback):
-    "Save the trainer atomically to `path` every `every` epochs: after a crash or a NaN stop the file holds the last good epoch."
-    def __init__(self, path, every: int = 1): self.path, self.every = Path(path), every
+    "Save the trainer atomically to `path` every `every` epochs or `minutes` minutes, whichever comes first, and when `fit` ends."
+    def __init__(self, path, every: int | None = None, minutes: float | None = 5.0):
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+            raise ValueError(f"every = {every!r}: give a whole number of epochs >= 1, or None (no epoch rule).")
+        if minutes is not None and (not isinstance(minutes, (int, float)) or not minutes > 0):
+            raise ValueError(f"minutes = {minutes!r}: give a number of minutes > 0, or None (no time rule).")
+        self.path, self.every, self.minutes, self.saves = Path(path), every, minutes, 0
+    def before_fit(self, trainer): self.t_last, self.e_last = time.monotonic(), trainer.epoch
+    def _due(self, trainer) -> bool:
+        by_epochs = self.every is not None and trainer.epoch - self.e_last >= self.every
+        return by_epochs or (self.minutes is not None and time.monotonic() - self.t_last >= 60 * self.minutes)
+    def _save(self, trainer):
+        trainer.save(self.path); self.saves += 1
+        self.t_last, self.e_last = time.monotonic(), trainer.epoch
     def after_epoch(self, trainer, record):
-        if (record["epoch"] + 1) % self.every == 0: trainer.save(self.path)
+        if self._due(trainer): self._save(trainer)
+    def after_fit(self, trainer):                     # a fit that raised (NaN, Ctrl-C) stopped mid-epoch: not a state to resume from
+        if trainer.completed and trainer.epoch > self.e_last: self._save(trainer)
 
 class LivePlot(Callback):
     "Redraws the loss, λ(Σ) with det Σ, and the number of down-weighted samples after every `every` epochs (in a notebook)."
@@ -318,7 +334,7 @@ class CoMet:
         self.callbacks = list(callbacks)
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
         self.epoch, self.lam, self.history, self._stop, self.target_epochs = 0, float(self.cfg.lambda0), [], False, self.cfg.epochs
-        self.n_samples = None
+        self.n_samples, self.completed = None, False
         self._pairs = deque(maxlen=self.cfg.sigma_window - 1)                  # earlier rounds' (train, val) pairs, for sigma='pooled'
 
     # ---- public API
@@ -338,13 +354,14 @@ class CoMet:
         try: check_model(self.model, _take(data, torch.arange(min(n, 2)), self.device))
         finally: self.model.train(was); _set_rng_state(rng, self.device)
         if self.epoch == 0 and not self.history: _seed_everything(self.cfg.seed)   # a fresh run: cfg.seed seeds training randomness
-        self._stop = False
+        self._stop = self.completed = False
         for cb in self.callbacks: cb.before_fit(self)
         try:
             while self.epoch < self.target_epochs and not self._stop:
                 record = self._epoch(data, n)
                 self.history.append(record); self.epoch += 1
                 for cb in self.callbacks: cb.after_epoch(self, record)
+            self.completed = True                                              # ended at an epoch boundary, not by an error
         finally:
             for cb in self.callbacks: cb.after_fit(self)
         return self

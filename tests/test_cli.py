@@ -96,9 +96,14 @@ def test_version():
     (["weights", "--contamination", "1.5"], "contamination must be in [0, 1)"),
     (["weights", "--n", "0"], "n must be >= 1"),
     (["weights", "--n", "many"], "invalid int value"),
-    (["demo", "--seeds", "0"], "seeds must be >= 1"),
-    (["demo", "--epochs", "0"], "epochs must be >= 1"),
-    (["demo", "--noise", "lots"], "--noise 'lots'"),
+    (["demo", "--seeds", "0"], "--seeds 0: give a number of seeds >= 1"),
+    (["demo", "--epochs", "0"], "--epochs 0: give a number of epochs >= 1"),
+    (["demo", "--noise", "lots"], "argument --noise: 'lots'"),
+    (["demo", "--noise", "0.1,2"], "argument --noise: '2' (in '0.1,2') is not valid: give comma-separated fractions in [0, 1)"),
+    (["sweep", "--seeds", "x", "--out", "x"], "argument --seeds: 'x' (in 'x') is not valid: give comma-separated whole numbers"),
+    (["sweep", "--noise", "abc", "--out", "x"], "argument --noise: 'abc'"),
+    (["sweep", "--models", "simplenet,foo", "--out", "x"], "argument --models: 'foo' (in 'simplenet,foo') is not valid"),
+    (["sweep", "--methods", "comet,best", "--out", "x"], "argument --methods: 'best'"),
     (["demo", "--category", "marble"], "invalid choice"),
     (["sweep", "--executor", "slurm", "--out", "x"], "invalid choice"),
     (["train"], "the following arguments are required: --out"),
@@ -193,6 +198,18 @@ def test_offline_the_default_trains_and_the_papers_backbone_says_what_to_do(tmp_
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_offline_the_papers_backbone_fails_at_once(tmp_path):
+    "Without HF_HUB_OFFLINE, on a machine that cannot reach the weights' server, the refusal comes in seconds, not after a minute of retries."
+    import os, socket, time
+    from comet_nb.features import _reachable
+    if _reachable("https://huggingface.co/"): pytest.skip("this machine reaches huggingface.co: the offline path cannot be shown here")
+    t0 = time.perf_counter()
+    r = subprocess.run([EXE, "train", "--data", "demo", "--model", "simplenet", "--backbone", "wrn50", "--epochs", "1", "--quiet",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300, env={**os.environ, "COMET_NB_CACHE": str(tmp_path / "c")})
+    assert r.returncode == 1 and "cannot be reached" in r.stderr and "--pretrained" in r.stderr, r.stderr
+    assert time.perf_counter() - t0 < 45
+
+
 def test_eval_with_a_checkpoint_of_another_kind(tmp_path, capsys):
     import torch
     (tmp_path / "run").mkdir(); torch.save({"hello": 1}, tmp_path / "run" / "checkpoint.pt")
@@ -262,5 +279,51 @@ def test_cli_format_choices_match_the_experiments_module():
 
 def test_a_backbone_the_model_lacks_exits_2(tmp_path, capsys):
     r = cli(capsys, "train", "--model", "simplenet", "--backbone", "alexnet", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and "backbone = 'alexnet' is not valid: choose 'efficientnet_lite0' or 'wrn50'" in r.stderr
+    assert r.returncode == 2 and "--backbone alexnet is not valid: choose 'efficientnet_lite0' or 'wrn50'" in r.stderr
     assert not (tmp_path / "x" / "config.json").exists()
+
+
+def test_demo_help_and_toy_output_folder(tmp_path):
+    r = run("demo", "--help")
+    assert r.returncode == 0 and "%%" not in r.stdout and "10%" in r.stdout
+    r = run("demo", "--toy", "--seeds", "1", "--epochs", "5", "--out", str(tmp_path / "toy"))
+    assert r.returncode == 0, r.stderr
+    written = (tmp_path / "toy" / "toy.txt").read_text()
+    assert written.strip() and written.splitlines()[0] in r.stdout
+
+
+def test_sweep_checks_every_argument_before_any_work(tmp_path, capsys):
+    "A bad value anywhere in the grid stops the sweep before its first run trains (no folder, no runs)."
+    from comet_nb.cli import run_sweep, sweep_grid
+    runs = sweep_grid(["brick"], ["simplenet"], ["baseline"], [0.1, 1.5], [0], epochs=1, image_size=64)
+    with pytest.raises(ValueError, match=r"run brick-simplenet-baseline-noise1.5-seed0: noise = 1.5"): run_sweep(runs, tmp_path / "sw")
+    assert not (tmp_path / "sw").exists()
+    r = cli(capsys, "sweep", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "sw2"))
+    assert r.returncode == 2 and "--data" in r.stderr and not (tmp_path / "sw2").exists()
+
+
+def test_messages_speak_in_flags(mv, tmp_path, capsys):
+    base = ["train", "--data", str(mv), "--category", "widget", *TINY, "--out", str(tmp_path / "run")]
+    assert cli(capsys, *base).returncode == 0
+    r = cli(capsys, *base)
+    assert r.returncode == 2 and "--resume" in r.stderr and "--overwrite" in r.stderr and "=True" not in r.stderr, r.stderr
+    r = cli(capsys, "train", "--data", str(mv), "--category", "widget", "--model", "simplenet", "--epochs", "0", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "--epochs 0 is not valid" in r.stderr and "None" not in r.stderr, r.stderr
+    r = cli(capsys, *base[:-2], "--checkpoint-every", "0", "--out", str(tmp_path / "y"))
+    assert r.returncode == 2 and "--checkpoint-every 0" in r.stderr and not (tmp_path / "y").exists(), r.stderr
+
+
+def test_unlabelled_tiny_images_get_a_warning_and_a_summary_of_what_is_known(tmp_path):
+    "A plain folder of 8×8 images: one warning line (no source code), then what the weights found — no 'n/a' placeholders."
+    import numpy as np
+    from PIL import Image
+    folder = tmp_path / "imgs"; folder.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(12): Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"part{k:02d}.png")
+    r = run("train", "--data", str(folder), *TINY, "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    warn = [l for l in r.stderr.splitlines() if "warning" in l]
+    assert len(warn) == 1 and "smaller than 32 px" in warn[0] and "8×8" in warn[0], r.stderr
+    assert "n/a" not in r.stdout and "no labelled test images" in r.stdout, r.stdout
+    assert "of 12 training images down-weighted" in r.stdout and "Threshold τ = " in r.stdout and "part" in r.stdout
+    assert (tmp_path / "run" / "gallery.png").stat().st_size > 0 and "gallery.png" in r.stdout

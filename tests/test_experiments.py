@@ -240,7 +240,7 @@ def test_checkpoint_of_another_model_class(sn_run, tmp_path):
 
 def test_crash_then_resume_equals_an_uninterrupted_run(root, tmp_path):
     cfg = sn_cfg(root, epochs=3)
-    with pytest.raises(RuntimeError, match="power cut"): train_run(cfg, tmp_path / "cut", progress=False, callbacks=[Crash(1)])
+    with pytest.raises(RuntimeError, match="power cut"): train_run(cfg, tmp_path / "cut", progress=False, callbacks=[Crash(1)], checkpoint_every=1)
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint.pt", "config.json"]   # no metrics, no temporary files
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
     resumed = train_run(cfg, tmp_path / "cut", resume=True, progress=False)

@@ -108,3 +108,16 @@ def test_gpu_cells_run_on_a_cpu_too():
             src = "".join(cell["source"])
             if cell["cell_type"] == "code" and src.startswith("#| gpu"):
                 assert "if not torch.cuda.is_available(): print(" in src.splitlines()[1], f"{path.name}: a #| gpu cell without the CPU guard"
+
+
+def test_ci_runs_in_a_fresh_virtual_environment():
+    ci = (ROOT / ".ci" / "run").read_text()
+    make, activate, test = ci.find("-m venv"), ci.find("/bin/activate"), ci.find(_readme_commands()[1])
+    assert -1 < make < activate < test, "CI must make and activate a fresh venv before it runs the README's test command"
+    assert "--system-site-packages" not in ci, "a venv that sees the base interpreter's packages hides missing dependencies"
+
+
+def test_changelog_names_the_current_version():
+    version = (ROOT / "comet_nb" / "__init__.py").read_text().split('"')[1]
+    log = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert f"## [{version}]" in log, f"CHANGELOG.md has no entry for version {version}"

@@ -1,21 +1,28 @@
-"""What `pip install comet_nb` users get: the wheel, built from this checkout and installed into a fresh virtual environment.
+"""What `pip install comet_nb` users get: the sdist and the wheel, built from this checkout, checked as PyPI checks them,
+and the wheel installed into a fresh virtual environment.
 
-The virtual environment is made with `--system-site-packages`, and the wheel is installed with `--no-deps --no-index`:
-PyTorch, torchvision, timm and the other dependencies come from the interpreter that runs the tests, because
-downloading them (gigabytes) is impossible offline and far too slow for a test. Only comet_nb itself comes from the wheel.
+The new virtual environment borrows the dependencies of the interpreter that runs the tests: a `.pth` file in its
+site-packages adds that interpreter's own site-packages (`site.getsitepackages()`: inside a venv, the venv's, not the
+base interpreter's). `venv --system-site-packages` would give it the *base* interpreter's packages instead, which lack
+the dependencies when the tests themselves run in a venv. The wheel is installed with `--no-deps --no-index`:
+PyTorch, torchvision, timm and the rest are borrowed, because downloading them (gigabytes) is impossible offline
+and far too slow for a test. Only comet_nb itself comes from the wheel.
 
 That interpreter may also hold an *editable* install of comet_nb (`pip install -e .`), and the checkout's own
 `comet_nb/` folder is importable from the checkout's root. Either could hide a broken wheel, so every command runs
 outside the checkout (cwd in a temporary folder), Python runs isolated (`-I`: no current directory, no PYTHONPATH,
 no user site-packages), and the tests assert that each imported module's file lies inside the virtual environment.
-(An editable install's import hook is appended after the regular path search, so the venv's copy wins; the
-control run in `test_every_module_imports_from_the_venv` shows what the assertion catches when isolation is missing.)
+(The borrowed site-packages come after the venv's own on `sys.path`, and an editable install's import hook is
+appended after the regular path search, so the venv's copy wins; the control run in
+`test_every_module_imports_from_the_venv` shows what the assertion catches when isolation is missing.)
 """
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -26,7 +33,7 @@ MUST_HAVE = {"comet_nb", "comet_nb.scl", "comet_nb.uncertainty", "comet_nb.meta"
              "comet_nb.differnet", "comet_nb.simplenet", "comet_nb.metrics", "comet_nb.experiments", "comet_nb.cli"}
 # build outputs and caches of a working checkout: never part of a clean source tree
 NOT_SOURCE = (".git", "build", "dist", "*.egg-info", "_proc", "_docs", "__pycache__", ".ipynb_checkpoints",
-              ".pytest_cache", ".hypothesis", ".benchmarks", "*.pyc")
+              ".pytest_cache", ".hypothesis", ".benchmarks", "*.pyc", ".venv", "venv")
 IMPORT_ALL = """
 import importlib, json, sys
 files = {m: importlib.import_module(m).__file__ for m in json.loads(sys.argv[1])}
@@ -51,6 +58,15 @@ def _inside(path, folder) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
+def _borrow_site_packages(py: Path):
+    "Make the running interpreter's site-packages importable from the venv of `py`, after the venv's own."
+    out = _run([py, "-I", "-c", "import site, json; print(json.dumps(site.getsitepackages()))"], cwd=py.parent)
+    own = Path(json.loads(out.stdout)[0])
+    # `import` lines of a .pth file run at start-up: addsitedir also reads the borrowed folders' own .pth files
+    lines = [f"import site; site.addsitedir({d!r})" for d in site.getsitepackages() if Path(d).is_dir()]
+    (own / "_borrowed_dependencies.pth").write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     "(wheel, venv folder, a working folder outside the checkout, the source copy): the wheel built from a copy of the checkout and installed."
@@ -63,14 +79,48 @@ def installed(tmp_path_factory):
     wheels = sorted((tmp / "dist").glob("comet_nb-*.whl"))
     assert len(wheels) == 1, f"expected one comet_nb wheel in {tmp / 'dist'}, found {[p.name for p in (tmp / 'dist').iterdir()]}"
     venv = tmp / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], cwd=tmp)
+    _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp)
     py = venv / "bin" / "python"
     assert py.exists(), f"the virtual environment has no {py}"
+    _borrow_site_packages(py)
     # pip of the outer interpreter, run by the venv's Python, installs into the venv; --force-reinstall because the
-    # outer interpreter's comet_nb (the editable install) is visible through the system site-packages
+    # outer interpreter's comet_nb (the editable install) is visible through the borrowed site-packages
     _run([py, "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall", wheels[0]], cwd=tmp)
     work = tmp / "work"; work.mkdir()
     return wheels[0], venv, work, src
+
+
+@pytest.fixture(scope="module")
+def dists(installed):
+    "The sdist and the wheel that the `installed` fixture built."
+    folder = installed[0].parent
+    return sorted(folder.glob("comet_nb-*.tar.gz")), sorted(folder.glob("comet_nb-*.whl"))
+
+
+def test_dists_pass_pypis_metadata_checks(dists):
+    sdists, wheels = dists
+    assert len(sdists) == 1 and len(wheels) == 1, f"expected one sdist and one wheel, got {sdists + wheels}"
+    r = _run([sys.executable, "-m", "twine", "check", "--strict", *sdists, *wheels], cwd=wheels[0].parent)
+    assert r.stdout.count("PASSED") == 2, r.stdout
+    meta = zipfile.ZipFile(wheels[0]).read(next(n for n in zipfile.ZipFile(wheels[0]).namelist()
+                                                 if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in meta and "License-File: LICENSE" in meta, meta[:1500]
+    assert ".invalid" not in meta, "PyPI refuses reserved e-mail domains such as .invalid"
+    # the README is the project page on PyPI: its links must work there, so none is relative
+    body = meta.split("\n\n", 1)[1]
+    rel = [u for u in __import__("re").findall(r"\]\(([^)]+)\)", body) if not u.startswith(("http://", "https://", "#"))]
+    assert not rel, f"the README (PyPI's project page) has relative links: {rel}"
+    names = zipfile.ZipFile(wheels[0]).namelist()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "the wheel does not ship the LICENSE text"
+
+
+def test_sdist_holds_the_package_and_license_but_no_tests(dists):
+    (sdist,), _ = dists
+    names = [n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n]
+    for need in ("LICENSE", "README.md", "pyproject.toml", "CHANGELOG.md", "comet_nb/cli.py"):
+        assert need in names, f"the sdist lacks {need}: {sorted(names)}"
+    tests = [n for n in names if n.startswith("tests/")]
+    assert not tests, f"the sdist carries tests without what they need (conftest.py, the notebooks): {tests}"
 
 
 def test_wheel_holds_the_package_and_nothing_else(installed):

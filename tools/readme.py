@@ -12,9 +12,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _text(x): return "".join(x) if isinstance(x, list) else x
 
+REPO = "https://github.com/comet-nb/comet_nb"
+RAW = "https://raw.githubusercontent.com/comet-nb/comet_nb/main"
+
 def _from_root(md: str) -> str:
-    "Links relative to nbs/ (a notebook, the stored evidence) made relative to the repository root, where README.md lives."
-    return re.sub(r"\]\((?!https?:|#|/)([^)]+)\)", r"](nbs/\1)", md)
+    "Links relative to nbs/ (a notebook, the stored evidence) made absolute, so they work on GitHub and on PyPI's page."
+    md = re.sub(r"!\[([^\]]*)\]\((?!https?:|#|/)([^)]+)\)", rf"![\1]({RAW}/nbs/\2)", md)   # images: the raw file
+    return re.sub(r"(?<!!)\[([^\]]*)\]\((?!https?:|#|/)([^)]+)\)", rf"[\1]({REPO}/blob/main/nbs/\2)", md)
 
 def render(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
     nb = json.loads(Path(nb_path).read_text(encoding="utf-8"))
