@@ -343,8 +343,8 @@ def _map_png(m: torch.Tensor, lo: float, hi: float) -> bytes:
     a = ((m.float().numpy() - lo) / (hi - lo)).clip(0, 1)
     buf = io.BytesIO(); Image.fromarray((colormaps["viridis"](a)[..., :3] * 255).astype(np.uint8)).save(buf, format="png"); return buf.getvalue()
 
-def _write_maps(folder, named_maps, threshold=None):
-    "The maps as PNGs on one colour scale, and colorbar.png: the scale, and the image threshold for reference."
+def _write_maps(folder, named_maps):
+    "The maps as PNGs on one colour scale, and colorbar.png: that scale, to read the colours by."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     if not named_maps: return
     lo, hi = map_scale([m for _, m in named_maps])

@@ -206,7 +206,8 @@ def test_eval_run_on_a_test_split_and_on_new_images(sn_run, root, tmp_path):
     e = eval_run(out, str(root), "widget", out=tmp_path / "ev", maps=True)
     for k in ("i_auroc", "p_auroc", "precision", "recall", "f1", "threshold"): assert e[k] == pytest.approx(m[k], abs=1e-9), k
     assert e["n_test"] == 7 and any("replayed" in n for n in e["notes"])
-    assert len(list((tmp_path / "ev" / "maps").glob("*.png"))) == 7 and (tmp_path / "ev" / "eval.json").is_file()
+    assert len(list((tmp_path / "ev" / "maps").glob("0*.png"))) == 7 and (tmp_path / "ev" / "eval.json").is_file()
+    assert (tmp_path / "ev" / "maps" / "colorbar.png").stat().st_size > 0                    # one colour scale for all seven
     new = eval_run(out, root / "widget" / "test" / "hole", out=tmp_path / "new")
     assert new["mode"] == "images" and new["n"] == 3 and len(new["verdicts"]) == 3 and "i_auroc" not in new
     assert len(list(csv.DictReader(open(tmp_path / "new" / "scores.csv")))) == 3
