@@ -16,6 +16,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -363,8 +364,7 @@ def _gallery(run_dir, path, note: str = "") -> None:
     with open(Path(run_dir) / "weights.csv", newline="") as f: w = list(csv.DictReader(f))
     known = [r["contaminant"] == "1" for r in w]
     fig = lowest_weight_gallery([r["path"] for r in w], [float(r["weight"]) for r in w], [float(r["score"]) for r in w],
-                                k=8, known_defective=known if any(known) else None)
-    if note: fig.suptitle(f"{fig._suptitle.get_text()}; {note}", fontsize=9)
+                                k=8, known_defective=known if any(known) else None, note=note)
     atomic_write(path, _png(fig))
 
 def demo_jobs() -> int:
@@ -635,11 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder")
     return p
 
-_FIELD = r"(data|category|format|model|method|noise|epochs|image_size|preset|backbone|pretrained|device|seed|kappa|batch_size|lr|jobs|seeds)"
+_FIELD = "(" + "|".join([*_RUN_FLAGS, "jobs", "seeds"]) + ")"   # the fields whose names a message may use as flags
 
 def flag_words(msg: str) -> str:
     "A library message in the command line's words: `resume=True` → `--resume`, `epochs = 0 is not valid` → `--epochs 0 is not valid`."
-    import re
     msg = msg.replace("resume=True", "--resume").replace("overwrite=True", "--overwrite").replace("resume=False", "no --resume")
     msg = msg.replace("or None for the preset's", "or leave the flag out for the preset's")
     msg = re.sub(rf"\b{_FIELD} = '?([^' ]*)'? is not valid", lambda m: f"--{m[1].replace('_', '-')} {m[2]} is not valid", msg)

@@ -36,7 +36,7 @@ import comet_nb
 from .data import UNKNOWN, ADDataset, Record, Split, categories, contaminate, image_files, image_folder, ksdd2, load_image, mvtec, viaduct
 from .demo import demo
 from .features import PAPER_BACKBONES, _batch_features, backbone_class, extract_features
-from .scl import iqr_threshold, score_origin, weights_at
+from .scl import score_origin, weights_at
 from .meta import CoMet, CoMetConfig, ProgressBar, SaveCheckpoint, atomic_file, resolve_device, score_all
 from .differnet import DIFFERNET_REFERENCE, DIFFERNET_SMALL, DifferNet, gradient_maps, lambda0_for
 from .simplenet import SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, predict as simplenet_predict
@@ -496,8 +496,8 @@ def _finish_run(cfg, out, split, trainer, ext, train, test, device, lam0, train_
     "Evaluate the final model; write scores.csv, weights.csv, weights.png and, last, metrics.json — all on its score scale."
     model = trainer.model
     a = trainer.scores(train)                                                 # training scores of the final θ: one scale for every file
-    t = iqr_threshold(a, cfg.kappa)                                           # Eq. 2 of the final scores = the decision threshold τ
-    w, tau = weights_at(a, t, score_origin(a)), float(t)                     # Eq. 1: the weights the final model gives
+    tau = decision_threshold(a, cfg.kappa)                                    # Eq. 2 of the final scores: t, and the deployment τ
+    w = weights_at(a, tau, score_origin(a))                                   # Eq. 1: the weights the final model gives
     known = [r.known_defective for r in split.train]
     cur = curation_report(w, a, known)
     ranking = cur.pop("ranking"); cur["lowest_weight"] = [str(split.train[i].path) for i in ranking[:10]]

@@ -412,7 +412,8 @@ def lowest_weight_gallery(images_or_paths,       # N images (tensor (N, 3, H, W)
                           scores,                # (N,) training anomaly scores
                           k: int = 8,            # how many images to show
                           known_defective=None,  # (N,) bool: known-defective images get a red frame
-                          ncols: int = 8
+                          ncols: int = 8,
+                          note: str = ""         # joins the title, e.g. which model, method and seed
                          ) -> Figure:
     "A figure of the k lowest-weight training images, weight and score in each title, known-defective ones framed in red."
     w, a = _scores(weights, "weights"), _scores(scores, "scores")
@@ -430,6 +431,7 @@ def lowest_weight_gallery(images_or_paths,       # N images (tensor (N, 3, H, W)
         if known is not None and known[i]:
             for sp in ax.spines.values(): sp.set_edgecolor("red"); sp.set_linewidth(3)
     for ax in list(axes): ax.axis("off")                  # unused cells of the last row
-    fig.suptitle(f"{len(idx)} lowest-weight training images" + (" (red: known defective)" if known is not None else ""), fontsize=9)
+    title = f"{len(idx)} lowest-weight training images" + (" (red: known defective)" if known is not None else "")
+    fig.suptitle(title + (f"; {note}" if note else ""), fontsize=9)
     fig.tight_layout()
     return fig
