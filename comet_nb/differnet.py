@@ -59,7 +59,7 @@ class Flow(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList([CouplingBlock(dim, hidden, clamp, seed + k) for k in range(n_blocks)])
     def forward(self, u):
-        logdet = u.new_zeros(len(u))
+        logdet = u.new_zeros(u.shape[0])                   # shape[0], not len(): a batch size an exported graph keeps free
         for b in self.blocks: u, ld = b(u); logdet = logdet + ld
         return u, logdet
     def inverse(self, z):

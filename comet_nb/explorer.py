@@ -16,8 +16,11 @@ import threading
 import warnings
 import time
 import numpy as np
+import seaborn as sns
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from PIL import Image as PILImage
 from .data import categories, contaminate
 from .demo import DEMO_CATEGORIES
@@ -38,6 +41,24 @@ def kappa_weights(scores,            # (N,) training scores a_θ(x_i) of one epo
     w = weights_at(a, t, o)
     return dict(t=float(t), origin=float(o), weights=w, n_flagged=int((w < 1).sum()))
 
+# %% ../nbs/40_explorer.ipynb #fefb3d4f
+_KINDS = {"nominal": "C0", "contaminant": "C3"}
+
+def _score_hist(ax, a: np.ndarray, bad: np.ndarray, t: float, edges: np.ndarray):
+    "Training scores' histogram (seaborn, nominal and contaminants stacked), t dashed, the side a > t shaded."
+    kind = np.where(bad, "contaminant", "nominal")
+    sns.histplot(x=a, hue=kind, hue_order=list(_KINDS), palette=_KINDS, bins=edges, multiple="stack",
+                 element="step", alpha=0.85, linewidth=0.6, legend=False, ax=ax)   # steps: 2 shapes, not 60 bars
+    ax.axvspan(t, edges[-1], color="0.9", lw=0, zorder=0)                        # w < 1 there (Eq. 1)
+    ax.axvline(t, color="k", ls="--", lw=1)
+    n_bad = int(bad.sum())
+    handles = [Patch(color=_KINDS["nominal"], label=f"nominal ({len(a) - n_bad})"),
+               Patch(color=_KINDS["contaminant"], label=f"contaminant ({n_bad})"),
+               Patch(color="0.9", label="a > t: w < 1"),
+               Line2D([], [], color="k", ls="--", lw=1, label=f"t = {t:.3g}")]
+    ax.legend(handles=handles, fontsize=7)
+    ax.set_ylabel("images", fontsize=8)
+
 # %% ../nbs/40_explorer.ipynb #b748d8c5
 def _png(fig: Figure, dpi: int = 72) -> bytes:
     buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi); return buf.getvalue()
@@ -52,15 +73,15 @@ def scores_figure(scores, contaminant, kappa: float, note: str = "") -> Figure:
     k = kappa_weights(a, kappa); w, t, o = k["weights"].numpy(), k["t"], k["origin"]
     fig = Figure(figsize=(8, 2.9 if note else 2.7), dpi=72); h, s = fig.subplots(1, 2)
     lo, hi = min(a.min(), t), max(a.max(), t)
-    h.hist([a[~bad], a[bad]], bins=np.linspace(lo, hi + 1e-9 * (1 + abs(hi)), 31), stacked=True, color=["C0", "C3"],
-           label=[f"nominal ({int((~bad).sum())})", f"contaminant ({int(bad.sum())})"])
-    h.axvline(t, color="k", ls="--", lw=1, label=f"t = {t:.3g}")
-    h.set_ylabel("images", fontsize=8); h.legend(fontsize=7)
+    _score_hist(h, a, bad, t, np.linspace(lo, hi + 1e-9 * (1 + abs(hi)), 31))
     grid = np.linspace(lo, hi, 200)
-    s.plot(grid, weights_at(torch.as_tensor(grid), t, o).numpy(), color="0.6", lw=1, label="$w(a)$, Eq. 1")
+    s.plot(grid, weights_at(torch.as_tensor(grid), t, o).numpy(), color="0.6", lw=1, label="w(a), Eq. 1")
     s.scatter(a[~bad], w[~bad], s=9, color="C0"); s.scatter(a[bad], w[bad], s=14, color="C3")
-    s.axvline(t, color="k", ls="--", lw=1); s.set_ylim(0, 1.05); s.legend(fontsize=7, loc="lower left"); s.set_ylabel("weight $w_i$", fontsize=8)
-    for ax in (h, s): ax.set_xlabel("training score $a_i$", fontsize=8); ax.tick_params(labelsize=7)
+    s.axvline(t, color="k", ls="--", lw=1)
+    s.set_ylim(0, 1.05)
+    s.legend(fontsize=7, loc="lower left")
+    s.set_ylabel("weight wᵢ", fontsize=8)
+    for ax in (h, s): ax.set_xlabel("training score aᵢ", fontsize=8); ax.tick_params(labelsize=7)
     down = w < 1
     fig.suptitle(f"κ = {kappa:.2f}: {int(down.sum())} of {len(a)} images down-weighted, {int((down & bad).sum())} of them contaminants; mean weight "
                  f"nominal {w[~bad].mean():.2f}, contaminants " + (f"{w[bad].mean():.2f}" if bad.any() else "–") + (f"\n{note}" if note else ""), fontsize=9)

@@ -9,19 +9,22 @@ __all__ = ['LITE0', 'IMAGENET_MEAN', 'IMAGENET_STD', 'WRN50_TAG', 'BACKBONES', '
            'RandomWeightsWarning', 'file_sha256', 'timm_features', 'alexnet_features', 'lite0_weight_file',
            'lite0_state_dict', 'lite0', 'code_hash', 'FeatureExtractor', 'AlexNetMultiScale', 'aggregate_patches',
            'WideResNetPatches', 'EfficientNetPatches', 'EfficientNetMultiScale', 'backbone_class', 'backbone_words',
-           'rotation_angles', 'view_key', 'apply_views', 'feature_key', 'FeatureSet', 'max_memory_bytes',
-           'extract_features']
+           'rotation_angles', 'view_key', 'apply_views', 'size_bytes', 'feature_cache_dir', 'feature_key', 'FeatureSet',
+           'max_memory_bytes', 'extract_features', 'CacheEntry', 'cache_entries', 'prune_cache']
 
 # %% ../nbs/12_features.ipynb #eff42dda
 import functools
 import hashlib
 import inspect
 import json
+import math
 import os
 import re
 import socket
+import time
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
@@ -323,12 +326,48 @@ def apply_views(x: torch.Tensor, angles_per_image: list) -> torch.Tensor:
     "(B, 3, H, W) images and B lists of V angles → (B, V, 3, H, W) rotated views."
     return torch.stack([torch.stack([TF.rotate(img, a, interpolation=TF.InterpolationMode.BILINEAR) for a in angles]) for img, angles in zip(x, angles_per_image)])
 
+# %% ../nbs/12_features.ipynb #3e791337
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+def size_bytes(value, what: str = "size") -> int:
+    "Bytes from an int >= 0 or a number with K, M, G or T ('512M', '1.5G'); `what` names it in the error."
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0: return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(value), re.IGNORECASE)
+    if m is None or isinstance(value, bool):
+        raise ValueError(f"{what} = {value!r} is not a size: give bytes, or a number with K, M, G or T, "
+                         "e.g. 512M.")
+    return int(float(m[1]) * _UNITS[m[2].upper()])
+
+def feature_cache_dir() -> Path:
+    "Where `extract_features(cache=True)` keeps its entries: `cache_dir()/features`."
+    return cache_dir() / "features"
+
+_TMP_NAME = re.compile(r"\.(?:features|manifest)\.(\d+)@(.+)\.(?:npy|json)\.tmp")
+
+def _tmp_alive(name: str) -> bool:
+    "Whether a temporary cache file may be a build in progress: False only for a gone process of this host."
+    m = _TMP_NAME.fullmatch(name)
+    if m is None or os.name != "posix": return True              # os.kill(pid, 0) checks liveness on POSIX only
+    if m[2] != socket.gethostname().replace(".", "_"): return True   # another machine's: cannot tell
+    if int(m[1]) == os.getpid(): return True                      # ours
+    try: os.kill(int(m[1]), 0)
+    except ProcessLookupError: return False
+    except OSError: pass                                         # alive, another user's
+    return True
+
+def _mark_used(folder: Path):
+    "Record a cache hit: the manifest's modification time is the entry's last use (`prune_cache` goes by it)."
+    try: os.utime(folder / "manifest.json")
+    except OSError: pass                                         # a read-only cache is still a cache
+
 # %% ../nbs/12_features.ipynb #06559cae
 def feature_key(dataset, extractor: FeatureExtractor, n_views: int = 1, view_seed: int = 0) -> str:
-    "The cache key: extractor spec (with code and library versions), views (and the code that makes them), the dataset's class, resize and crop, and every image file's path and content hash."
+    "The cache key: extractor spec (with code and library versions), views (and the code that makes them), the dataset's class, resize and crop, the code from file to tensor, and every image file's path and content hash."
     from comet_nb import data as _data
+    loading = (_data._open, _data._to_float, _data._transparent, _data._on_white, _data.load_image, _data.load_mask,
+                _data.resize_crop, _data.ADDataset._fit, _data.ADDataset.__getitem__)
     spec = dict(extractor=extractor.spec, n_views=n_views, view_seed=view_seed, size=dataset.size, crop=dataset.crop, dtype="float16",
-                dataset=type(dataset).__qualname__, loader=code_hash(_data.load_image),
+                dataset=type(dataset).__qualname__, loader=[code_hash(f) for f in loading],   # every step from file to tensor
                 views=[code_hash(f) for f in (view_key, rotation_angles, apply_views, _views_features)],
                 files=[[str(Path(r.path).resolve()), file_sha256(r.path)] for r in dataset.records])
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
@@ -405,16 +444,11 @@ def _compute(dataset, extractor, n_views, view_seed, batch_size, dev, tmp_arr, p
             out[s:s + len(f)] = f; crcs += [_crc(r) for r in f]; bar.update(len(f))
     return out, crcs
 
-_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
-
 def max_memory_bytes(value=None) -> int:
     "The feature cache's memory bound in bytes: `value`, else $COMET_NB_MAX_MEMORY, else 2 GiB. A size is bytes or a number with K, M, G or T (e.g. '512M')."
     v = os.environ.get("COMET_NB_MAX_MEMORY") if value is None else value
     if v is None or v == "": return 2 ** 31
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 0: return v
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(v), re.IGNORECASE)
-    if m is None: raise ValueError(f"max_memory (or $COMET_NB_MAX_MEMORY) = {v!r} is not a size: give bytes, or a number with K, M, G or T, e.g. 512M.")
-    return int(float(m[1]) * _UNITS[m[2].upper()])
+    return size_bytes(v, "max_memory (or $COMET_NB_MAX_MEMORY)")
 
 def _tmp_tag() -> str:
     "This process's mark on its temporary cache files: pid and host (a cache folder may be shared between machines)."
@@ -422,14 +456,9 @@ def _tmp_tag() -> str:
 
 def _clear_stale_tmp(folder: Path):
     "Remove the temporary files of builds on this host whose process is gone (killed mid-build): never read, only litter."
-    if os.name != "posix" or not folder.is_dir(): return       # os.kill(pid, 0) is a liveness check on POSIX only
-    host = socket.gethostname().replace(".", "_")
+    if not folder.is_dir(): return
     for t in [*folder.glob(".features.*.npy.tmp"), *folder.glob(".manifest.*.json.tmp")]:
-        m = re.fullmatch(r"\.(?:features|manifest)\.(\d+)@(.+)\.(?:npy|json)\.tmp", t.name)
-        if m is None or m[2] != host or int(m[1]) == os.getpid(): continue   # another machine's, or ours: leave it
-        try: os.kill(int(m[1]), 0)                             # still running (another process building the same entry): leave it
-        except ProcessLookupError: t.unlink(missing_ok=True)
-        except OSError: pass
+        if not _tmp_alive(t.name): t.unlink(missing_ok=True)
 
 def extract_features(dataset, extractor: FeatureExtractor, n_views: int = 1, view_seed: int = 0, batch_size: int = 16,
                      device=None, cache=True, max_memory: int | str | None = None, progress: bool = True) -> FeatureSet:
@@ -437,9 +466,11 @@ def extract_features(dataset, extractor: FeatureExtractor, n_views: int = 1, vie
     key, max_memory = feature_key(dataset, extractor, n_views, view_seed), max_memory_bytes(max_memory)
     folder = None
     if cache:
-        folder = (cache_dir() / "features" if cache is True else Path(cache)) / key[:24]
+        folder = (feature_cache_dir() if cache is True else Path(cache)) / key[:24]
         a, why = _open_cached(folder, key)
-        if a is not None: return FeatureSet(a, key, folder, max_memory)
+        if a is not None:
+            _mark_used(folder)
+            return FeatureSet(a, key, folder, max_memory)
         if why != "absent": warnings.warn(f"feature cache {folder} is {why}: rebuilding it.", stacklevel=2)
     if folder is not None: _clear_stale_tmp(folder)
     dev = default_device(device); extractor = extractor.to(dev)
@@ -456,3 +487,115 @@ def extract_features(dataset, extractor: FeatureExtractor, n_views: int = 1, vie
         for t in (tmp_arr, tmp_man):
             if t is not None and t.exists(): t.unlink()
     return FeatureSet(np.load(folder / "features.npy", mmap_mode="r"), key, folder, max_memory)
+
+# %% ../nbs/12_features.ipynb #4511e6e6
+@dataclass
+class CacheEntry:
+    "One feature cache entry: a folder named by its key, with features.npy and manifest.json."
+    key: str                    # the full key from the manifest; the folder's name if that is unreadable
+    path: Path                  # the entry's folder
+    files: list                 # names of its files, temporary ones included
+    bytes: int                  # their total size
+    last_used: float            # POSIX time of the last cache hit or write (the manifest's mtime)
+    created: float | None       # POSIX time its features were written (features.npy's mtime); None without it
+    complete: bool              # both files there, the manifest readable: a run would read it (and check it)
+    building: bool              # a build in progress writes to it (temporary files): never pruned
+    backbone: str | None = None # from the manifest, to say what it holds
+    shape: tuple | None = None  # the array's shape, from the manifest
+
+# %% ../nbs/12_features.ipynb #6c48e43d
+_ENTRY_DIR, _ENTRY_FILES = re.compile(r"[0-9a-f]{24}"), ("features.npy", "manifest.json")
+
+def _ours(it: os.DirEntry) -> bool:
+    "Whether a folder item is a file the cache writes: the array, the manifest, or a build's temporary file."
+    return it.is_file(follow_symlinks=False) and (it.name in _ENTRY_FILES or bool(_TMP_NAME.fullmatch(it.name)))
+
+def _manifest(folder: Path) -> dict:
+    "An entry's manifest as a dict; {} if it is missing or unreadable."
+    try: m = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError): return {}
+    return m if isinstance(m, dict) else {}
+
+def _read_entry(folder: Path) -> CacheEntry | None:
+    "The cache entry in `folder`, or None if it is not one (another name, or a file the cache does not write)."
+    if not _ENTRY_DIR.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir(): return None
+    try: items = list(os.scandir(folder))
+    except OSError: return None                                  # unreadable: not ours to judge, or to touch
+    if not all(_ours(it) for it in items): return None           # something of someone else's: not an entry
+    st = {it.name: it.stat(follow_symlinks=False) for it in items}
+    man = _manifest(folder) if "manifest.json" in st else {}
+    key = man.get("key") if str(man.get("key", "")).startswith(folder.name) else None
+    times = [s.st_mtime for s in st.values()] or [folder.stat().st_mtime]
+    spec = man.get("spec") if isinstance(man.get("spec"), dict) else {}
+    shape = tuple(man["shape"]) if isinstance(man.get("shape"), list) else None
+    return CacheEntry(key=key or folder.name, path=folder, files=sorted(st),
+                      bytes=sum(s.st_size for s in st.values()),
+                      last_used=st["manifest.json"].st_mtime if "manifest.json" in st else max(times),
+                      created=st["features.npy"].st_mtime if "features.npy" in st else None,
+                      complete=key is not None and "features.npy" in st,
+                      building=any(_TMP_NAME.fullmatch(n) and _tmp_alive(n) for n in st),
+                      backbone=spec.get("backbone"), shape=shape)
+
+# %% ../nbs/12_features.ipynb #2b9eddc5
+def _cache_root(folder) -> Path | None:
+    "The cache folder: `folder`, else `feature_cache_dir()`; None if the default one does not exist yet."
+    root = feature_cache_dir() if folder is None else Path(folder)
+    if root.is_file(): raise NotADirectoryError(f"the feature cache folder {root} is a file, not a folder.")
+    if not root.exists():
+        if folder is None: return None                          # nothing cached yet
+        raise FileNotFoundError(f"no feature cache folder at {root}: "
+                                "give the folder extract_features(cache=...) wrote to.")
+    return root
+
+def cache_entries(folder=None) -> list[CacheEntry]:
+    "The entries of a feature cache folder (default `feature_cache_dir()`), least recently used first."
+    root = _cache_root(folder)
+    if root is None: return []
+    entries = [e for d in sorted(root.iterdir()) if (e := _read_entry(d)) is not None]
+    return sorted(entries, key=lambda e: e.last_used)
+
+# %% ../nbs/12_features.ipynb #75d92910
+def _remove_entry(e: CacheEntry) -> bool:
+    "Delete an entry: the manifest first (no run reads it after that), the array, the folder. False if in use."
+    folder = e.path
+    again = _read_entry(folder)
+    if again is None or again.building: return False              # a build began, or a foreign file appeared
+    _clear_stale_tmp(folder)
+    try:
+        for name in ("manifest.json", "features.npy"): (folder / name).unlink(missing_ok=True)
+    except OSError: return not (folder / "manifest.json").exists()   # without its manifest it is absent to runs
+    try: folder.rmdir()
+    except OSError: pass                                          # a build's temporary file appeared meanwhile
+    return True
+
+# %% ../nbs/12_features.ipynb #50515ec1
+def _check_days(v) -> float | None:
+    "`older_than_days` as a float, or a clear error."
+    if v is None: return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"older_than_days = {v!r}: give a number of days >= 0 (e.g. 30), "
+                         "or None for no age rule.")
+    return float(v)
+
+def prune_cache(folder=None,                  # the cache folder; default `feature_cache_dir()`
+                older_than_days: float | None = None,   # remove entries not used for more than this many days
+                max_bytes: int | str | None = None,     # then the least recently used until the rest fit ('20G')
+                dry_run: bool = False         # only say what would be removed
+               ) -> list[CacheEntry]:         # the entries removed (or that would be), least recently used first
+    "Remove cache entries by age and/or total size, least recently used first; never a build in progress."
+    if older_than_days is None and max_bytes is None:
+        raise ValueError("prune_cache needs older_than_days, max_bytes or both: "
+                         "e.g. older_than_days=30, max_bytes='20G'.")
+    days = _check_days(older_than_days)
+    limit = None if max_bytes is None else size_bytes(max_bytes, "max_bytes")
+    entries, now, doomed = cache_entries(folder), time.time(), []
+    if days is not None: doomed = [e for e in entries if not e.building and now - e.last_used > days * 86400]
+    if limit is not None:
+        total = sum(e.bytes for e in entries if e not in doomed)
+        for e in entries:                                         # least recently used first
+            if total <= limit: break
+            if e.building or e in doomed: continue
+            doomed.append(e)
+            total -= e.bytes
+    doomed.sort(key=lambda e: e.last_used)
+    return doomed if dry_run else [e for e in doomed if _remove_entry(e)]

@@ -1,5 +1,6 @@
 "The installed package and its `comet-nb` console script, run as a user would."
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def test_weights_report_is_reproducible(tmp_path):
     assert r.stdout == run("weights", "--n", "120", "--seed", "3").stdout
 
 
-@pytest.mark.parametrize("args", [[], ["demo"], ["weights"], ["train"], ["eval"], ["sweep"]])
+@pytest.mark.parametrize("args", [[], ["demo"], ["weights"], ["train"], ["eval"], ["export"], ["cache"], ["sweep"]])
 def test_help(args):
     r = run(*args, "--help")
     assert r.returncode == 0 and "usage: comet-nb" in r.stdout
@@ -106,7 +107,12 @@ def test_version():
     (["sweep", "--methods", "comet,best", "--out", "x"], "argument --methods: 'best'"),
     (["demo", "--category", "marble"], "invalid choice"),
     (["sweep", "--executor", "slurm", "--out", "x"], "invalid choice"),
-    (["train"], "the following arguments are required: --out"),
+    (["train"], "--out is required"),
+    (["export"], "the following arguments are required: --checkpoint"),
+    (["export", "--checkpoint", "x", "--format", "tflite"], "invalid choice: 'tflite'"),
+    (["train", "--overrides", "dim", "--out", "x"], "argument --overrides: 'dim': give k=v pairs"),
+    (["train", "--n-tasks", "many", "--out", "x"], "argument --n-tasks: invalid int value: 'many'"),
+    (["sweep", "--model", "simplenet", "--out", "x"], "unrecognized arguments: --model"),
     (["fly"], "invalid choice"),
     ([], "required"),
 ])
@@ -328,3 +334,171 @@ def test_unlabelled_tiny_images_get_a_warning_and_a_summary_of_what_is_known(tmp
     assert "n/a" not in r.stdout and "no labelled test images" in r.stdout, r.stdout
     assert "of 12 training images down-weighted" in r.stdout and "Threshold τ = " in r.stdout and "part" in r.stdout
     assert (tmp_path / "run" / "gallery.png").stat().st_size > 0 and "gallery.png" in r.stdout
+
+
+# ---- flags generated from RunConfig, --config with overrides, --print-config
+
+
+def test_every_config_field_is_a_flag_of_train_and_sweep():
+    "Generated from the dataclass: a field added to RunConfig is a flag at once (train), or shared by every run (sweep)."
+    import dataclasses
+    from comet_nb.cli import SWEPT, build_parser, config_flags, flag_of
+    from comet_nb.experiments import RunConfig
+    names = [f.name for f in dataclasses.fields(RunConfig)]
+    parse = build_parser().parse_args
+    helps = {c: build_parser()._subparsers._group_actions[0].choices[c].format_help() for c in ("train", "sweep")}
+    assert list(parse(["train"]).config_fields) == names                  # one flag per field, in order
+    shared = parse(["sweep", "--out", "x"]).config_fields
+    assert set(shared) | set(SWEPT) == set(names) and not set(shared) & set(SWEPT)   # shared by the runs, or set by the lists
+    for n in names: assert re.search(rf"{flag_of(n)}\b(?!-)", helps["train"]), n
+    for flag in ("--gamma", "--lambda0", "--n-tasks", "--pixel-maps", "--cache", "--overrides", "--sigma"): assert flag in helps["train"]
+    for flag in ("--kappa", "--lr", "--batch-size", "--gamma", "--n-tasks"): assert flag in helps["sweep"]
+    Wider = dataclasses.make_dataclass("Wider", [("warmup_epochs", int, dataclasses.field(default=3))], bases=(RunConfig,))
+    import argparse
+    p = argparse.ArgumentParser()
+    config_flags(p, Wider)
+    assert p.parse_args(["--warmup-epochs", "7"]).warmup_epochs == 7 and "--warmup-epochs" in p.format_help()
+
+
+def test_help_imports_no_torch():
+    "The top-level help answers at once: the generated flags are built only when train or sweep is used."
+    code = ("import sys, contextlib, io\nfrom comet_nb.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    try: main(['--help'])\n    except SystemExit: pass\n"
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr
+
+
+def test_print_config_round_trips_through_config(tmp_path, capsys):
+    r = cli(capsys, "train", "--model", "differnet", "--gamma", "0.25", "--lambda0", "0.001", "--n-tasks", "5", "--no-nn-reference",
+            "--overrides", "n_blocks=2", "--print-config")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)
+    assert (cfg["model"], cfg["gamma"], cfg["lambda0"], cfg["n_tasks"], cfg["nn_reference"]) == ("differnet", 0.25, 0.001, 5, False)
+    assert cfg["overrides"] == {"n_blocks": 2} and cfg["backbone"] == "efficientnet_lite0"   # the default backbone, not an old run's
+    (tmp_path / "c.json").write_text(r.stdout)
+    again = cli(capsys, "train", "--config", str(tmp_path / "c.json"), "--print-config")
+    assert json.loads(again.stdout) == cfg                                  # the printed config is a file for --config
+    varied = json.loads(cli(capsys, "train", "--config", str(tmp_path / "c.json"), "--seed", "7", "--print-config").stdout)
+    assert {k for k in cfg if cfg[k] != varied[k]} == {"seed"}
+    assert list(tmp_path.iterdir()) == [tmp_path / "c.json"]                # nothing trained, nothing written
+
+
+def test_sweep_print_config_applies_the_shared_flags(tmp_path, capsys):
+    r = cli(capsys, "sweep", "--models", "simplenet", "--methods", "baseline,no-meta", "--noise", "0.1", "--seeds", "0,1",
+            "--kappa", "2", "--lr", "0.01", "--batch-size", "8", "--print-config", "--out", str(tmp_path / "sw"))
+    assert r.returncode == 0, r.stderr
+    runs = json.loads(r.stdout)
+    assert len(runs) == 4 and not (tmp_path / "sw").exists()
+    assert {(c["kappa"], c["lr"], c["batch_size"]) for c in runs.values()} == {(2.0, 0.01, 8)}
+    assert sorted((c["method"], c["use_meta"], c["seed"]) for c in runs.values()) == [
+        ("baseline", True, 0), ("baseline", True, 1), ("comet", False, 0), ("comet", False, 1)]
+
+
+def test_export_command_writes_an_onnx_file_onnxruntime_runs(mv, tmp_path, capsys):
+    r = cli(capsys, "train", "--data", str(mv), "--category", "widget", *TINY, "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    r = cli(capsys, "export", "--checkpoint", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {tmp_path / 'run' / 'detector.onnx'} (onnx" in r.stdout and "input: image: float32 (batch, 3, 32, 32)" in r.stdout
+    import numpy as np
+    import onnxruntime
+    sess = onnxruntime.InferenceSession(str(tmp_path / "run" / "detector.onnx"), providers=["CPUExecutionProvider"])
+    score, amap = sess.run(None, {"image": np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)})
+    assert score.shape == (3,) and amap.shape == (3, 32, 32)
+    r = cli(capsys, "export", "--checkpoint", str(tmp_path / "run"), "--format", "torchscript", "--out", str(tmp_path / "d.onnx"))
+    assert r.returncode == 2 and "does not end in .pt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_takes_the_weight_file_where_it_is_now(mv, tmp_path, capsys):
+    "A run trained on a local weight file is evaluated on a machine where the file sits elsewhere: --pretrained FILE."
+    from comet_nb.features import lite0_weight_file
+    weights = tmp_path / "w" / "lite0.pth"
+    weights.parent.mkdir()
+    shutil.copy(lite0_weight_file(), weights)
+    small = ["--model", "simplenet", "--epochs", "1", "--image-size", "32", "--batch-size", "2", "--quiet"]
+    r = cli(capsys, "train", "--data", str(mv), "--category", "widget", *small, "--pretrained", str(weights), "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    moved = tmp_path / "moved.pth"
+    weights.rename(moved)
+    ev = ["eval", "--checkpoint", str(tmp_path / "run"), "--data", str(mv), "--category", "widget", "--quiet"]
+    r = cli(capsys, *ev)
+    assert r.returncode == 1 and "cannot rebuild the backbone" in r.stderr, r.stderr
+    r = cli(capsys, *ev, "--pretrained", str(moved))
+    assert r.returncode == 0 and "image AUROC" in r.stdout, r.stderr
+
+
+def test_a_device_this_machine_lacks_stops_before_any_work(tmp_path, capsys):
+    r = cli(capsys, "train", "--device", "cuda:7", "--no-pretrained", "--out", str(tmp_path / "run"))
+    assert r.returncode in (1, 2) and "cuda:7" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_cache_lists_and_prunes_only_its_entries(tmp_path, capsys):
+    from comet_nb.data import ADDataset, write_mvtec_fixture
+    from comet_nb.experiments import load_split
+    from comet_nb.features import EfficientNetPatches, extract_features
+    root = write_mvtec_fixture(tmp_path / "mv", n_train=3)
+    folder = tmp_path / "cache"
+    ext = EfficientNetPatches(32, pretrained=False, dim=16)
+    for size in (32, 40):                                                   # two entries
+        extract_features(ADDataset(load_split(str(root), "widget").train, size=size), ext, cache=str(folder))
+    (folder / "notes.txt").write_text("mine")                               # not the cache's
+    r = cli(capsys, "cache", "--dir", str(folder))
+    assert r.returncode == 0 and r.stdout.startswith("2 entries, ") and len(r.stdout.splitlines()) == 3, r.stdout
+    r = cli(capsys, "cache", "--dir", str(folder), "--max-size", "0", "--dry-run")
+    assert r.stdout.startswith("would remove 2 entries") and cli(capsys, "cache", "--dir", str(folder)).stdout.startswith("2 entries")
+    r = cli(capsys, "cache", "--dir", str(folder), "--prune")                # nothing is 30 days old
+    assert r.returncode == 0 and r.stdout.startswith("removed 0 entries"), r.stdout
+    r = cli(capsys, "cache", "--dir", str(folder), "--max-size", "0")
+    assert r.returncode == 0 and r.stdout.startswith("removed 2 entries")
+    assert cli(capsys, "cache", "--dir", str(folder)).stdout.startswith("0 entries") and (folder / "notes.txt").read_text() == "mine"
+    for args, msg in [(["--max-size", "lots"], "--max-size = 'lots' is not a size"), (["--older-than", "-1"], "--older-than -1"),
+                      (["--dir", str(tmp_path / "none")], "no such folder")]:
+        r = cli(capsys, "cache", "--dir", str(folder), *args) if args[0] != "--dir" else cli(capsys, "cache", *args)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_eval_maps_draws_overlays_and_checks_their_number(mv, tmp_path, capsys):
+    r = cli(capsys, "train", "--data", str(mv), "--category", "widget", *TINY, "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    ev = ["eval", "--checkpoint", str(tmp_path / "run"), "--data", str(mv), "--category", "widget", "--quiet", "--maps"]
+    r = cli(capsys, *ev, "--overlays", "1", "--out", str(tmp_path / "ev"))
+    assert r.returncode == 0 and "AUPRO" in r.stdout and "overlays in" in r.stdout, r.stdout + r.stderr
+    assert list((tmp_path / "ev" / "overlays").glob("*.png"))
+    assert (tmp_path / "run" / "history.csv").is_file() and (tmp_path / "run" / "curves.png").is_file()
+    r = cli(capsys, *ev, "--overlays", "-1", "--out", str(tmp_path / "ev2"))
+    assert r.returncode == 2 and "--overlays -1 is not valid" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_sweep_config_and_print_config_checks(tmp_path, capsys):
+    "A saved config as the sweep's base: its CoMet switches are --methods' job; --print-config needs no --out."
+    from comet_nb.experiments import RunConfig
+    RunConfig(sigma="pooled", use_meta=False).to_json(tmp_path / "c.json")
+    r = cli(capsys, "sweep", "--config", str(tmp_path / "c.json"), "--print-config")
+    assert r.returncode == 2 and '"use_meta": false, "sigma": "pooled"' in r.stderr and "--methods" in r.stderr, r.stderr
+    RunConfig(kappa=2.5, n_tasks=5).to_json(tmp_path / "d.json")
+    r = cli(capsys, "sweep", "--config", str(tmp_path / "d.json"), "--models", "simplenet", "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert {(c["kappa"], c["n_tasks"]) for c in json.loads(r.stdout).values()} == {(2.5, 5)}
+    r = cli(capsys, "sweep", "--models", "simplenet")
+    assert r.returncode == 2 and "--out is required" in r.stderr
+    r = cli(capsys, "train", "--config", str(tmp_path / "d.json"), "--method", "baseline", "--no-meta", "--print-config")
+    assert r.returncode == 2 and "--no-meta switch off parts of CoMet; they need --method comet" in r.stderr, r.stderr
+
+
+def test_a_bad_device_in_a_config_leaves_the_run_it_would_overwrite(mv, tmp_path, capsys):
+    r = cli(capsys, "train", "--data", str(mv), "--category", "widget", *TINY, "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    (tmp_path / "c.json").write_text(json.dumps(dict(cfg, device="cuda:3")))
+    r = cli(capsys, "train", "--config", str(tmp_path / "c.json"), "--overwrite", "--quiet", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "cuda:3" in r.stderr, r.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before       # nothing removed
+
+
+def test_library_messages_become_flags_that_parse():
+    from comet_nb.cli import flag_words
+    assert flag_words("Give n_tasks >= 3, sigma='pooled', or scl_model=False.") == "Give n_tasks >= 3, --sigma 'pooled', or --no-scl-model."
+    assert flag_words("'epochs' has a field of its own: set RunConfig(epochs=...) instead.").endswith("set --epochs ... instead.")

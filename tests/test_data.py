@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from comet_nb.data import (ADDataset, UNKNOWN, collate, contaminate, image_folder, ksdd2, load_image, load_mask, mvtec, viaduct,
+from comet_nb.data import (ADDataset, Record, UNKNOWN, collate, contaminate, image_folder, ksdd2, load_image, load_mask, mvtec, viaduct,
                            write_ksdd2_fixture, write_mvtec_fixture)
 from comet_nb.demo import DEMO_CATEGORIES, demo, make_demo
 
@@ -17,7 +17,8 @@ def save(path, a, mode=None):
 @pytest.mark.parametrize("make, expect", [
     (lambda: np.full((5, 7), 128, np.uint8), 128 / 255),                       # grayscale
     (lambda: np.full((5, 7), 32896, np.uint16), 32896 / 65535),                # 16-bit
-    (lambda: np.dstack([np.full((5, 7), 10, np.uint8)] * 3 + [np.zeros((5, 7), np.uint8)]), 10 / 255),   # RGBA, alpha dropped
+    (lambda: np.dstack([np.full((5, 7), 10, np.uint8)] * 3 + [np.full((5, 7), 255, np.uint8)]), 10 / 255),   # RGBA, opaque
+    (lambda: np.dstack([np.full((5, 7), 10, np.uint8)] * 3 + [np.zeros((5, 7), np.uint8)]), 1.0),        # RGBA, transparent: white
     (lambda: np.full((5, 7, 3), 255, np.uint8), 1.0),                          # RGB
 ])
 def test_formats_load_as_3_channel_floats(tmp_path, make, expect):
@@ -32,6 +33,53 @@ def test_palette_and_jpeg(tmp_path):
     Image.fromarray(np.zeros((9, 11, 3), np.uint8)).save(tmp_path / "j.jpg")
     assert load_image(tmp_path / "p.png").shape == (3, 5, 7)
     assert load_image(tmp_path / "j.jpg").shape == (3, 9, 11)
+
+
+def test_transparency_is_composited_on_white(tmp_path):
+    px = np.array([[[255, 0, 0, 128], [0, 0, 255, 255], [0, 255, 0, 0]]], np.uint8)   # half-transparent red, opaque blue, clear green
+    save(tmp_path / "rgba.png", px, "RGBA")
+    x = load_image(tmp_path / "rgba.png")
+    a = 128 / 255
+    torch.testing.assert_close(x[:, 0, 0], torch.tensor([1.0, 1 - a, 1 - a]))         # red over white: (1, 0.5, 0.5)
+    assert x[:, 0, 0].tolist() == pytest.approx([1.0, 0.5, 0.5], abs=0.005)
+    torch.testing.assert_close(x[:, 0, 1], torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(x[:, 0, 2], torch.ones(3))                             # clear green → white
+    save(tmp_path / "la.png", np.array([[[0, 128], [100, 255]]], np.uint8), "LA")        # gray with alpha
+    torch.testing.assert_close(load_image(tmp_path / "la.png")[:, 0], torch.tensor([[1 - a, 100 / 255]] * 3))
+    Image.fromarray(np.array([[0, 1]], np.uint8)).convert("P").save(tmp_path / "p.png", transparency=1)
+    torch.testing.assert_close(load_image(tmp_path / "p.png")[:, 0, 1], torch.ones(3))  # the palette's transparent entry
+    Image.fromarray(np.array([[0, 200]], np.uint8)).save(tmp_path / "l.png", transparency=0)
+    torch.testing.assert_close(load_image(tmp_path / "l.png")[:, 0], torch.tensor([[1.0, 200 / 255]] * 3))   # a colour marked transparent
+    save(tmp_path / "m_mask.png", np.array([[[255, 0, 0, 0], [0, 0, 0, 0]]], np.uint8), "RGBA")
+    assert load_mask(tmp_path / "m_mask.png").tolist() == [[1.0, 0.0]]               # masks: colours only, a clear background stays good
+
+
+def test_short_side_keeps_the_aspect_ratio(tmp_path):
+    img = np.zeros((30, 90), np.uint8); img[:, 30:60] = 255                              # a white square in the middle of a wide strip
+    save(tmp_path / "w.png", img); save(tmp_path / "w_mask.png", img)
+    rec = [Record(tmp_path / "w.png", 1, "x", tmp_path / "w_mask.png")]
+    s = ADDataset(rec, short_side=15, crop=15)[0]
+    assert s["image"].shape == (3, 15, 15) and s["mask"].shape == (15, 15)
+    assert s["mask"].all() and s["image"][..., 1:-1].min() > 0.95                        # the crop is the square, not a squashed strip
+    assert ADDataset(rec, short_side=15)[0]["image"].shape == (3, 15, 45)
+    assert ADDataset(rec, size=15)[0]["mask"].float().mean().item() == pytest.approx(1 / 3, abs=0.05)   # size=S still squashes
+    assert ADDataset(rec, size=(10, 30))[0]["image"].shape == (3, 10, 30)
+    assert ADDataset(rec, short_side=15).size == [15]
+    sq = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8); save(tmp_path / "sq.png", sq)
+    one = [Record(tmp_path / "sq.png", 0)]
+    assert torch.equal(ADDataset(one, short_side=33, crop=32)[0]["image"], ADDataset(one, size=33, crop=32)[0]["image"])
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(size=16, short_side=16), "give size or short_side, not both"),
+    (dict(short_side=8, crop=16), r"short_side=8 is smaller than crop=16.*Give short_side >= 16"),
+    (dict(short_side=8, crop=(4, 12)), "Give short_side >= 12"),
+    (dict(short_side=0), "short_side must be a whole number of pixels >= 1; got 0"),
+    (dict(short_side=2.5), "got 2.5"),
+])
+def test_short_side_bad_input(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        ADDataset([Record(tmp_path / "none.png", 0)], **kw)
 
 
 def test_mvtec_fixture_counts_labels_masks(tmp_path):
@@ -192,3 +240,12 @@ def test_demo_size_limits(tmp_path):
     with pytest.raises(ValueError, match="between 16 and 192"):
         make_demo(tmp_path, size=200)
     assert make_demo(tmp_path, size=192, n_train=2, n_test_good=1, n_test_each=1, categories=("grass",)).is_dir()
+
+
+def test_the_two_geometries_never_share_a_feature_cache_entry(tmp_path):
+    from comet_nb.features import EfficientNetPatches, feature_key
+    save(tmp_path / "w.png", np.zeros((30, 60, 3), np.uint8))
+    recs, ext = [Record(tmp_path / "w.png", 0)], EfficientNetPatches(32)
+    keys = {feature_key(ADDataset(recs, size=32, crop=32), ext), feature_key(ADDataset(recs, short_side=32, crop=32), ext),
+            feature_key(ADDataset(recs, size=32), ext), feature_key(ADDataset(recs, short_side=32), ext)}
+    assert len(keys) == 4

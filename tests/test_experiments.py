@@ -5,18 +5,23 @@ import math
 import shutil
 from dataclasses import replace
 
+import warnings
+
+import numpy as np
 import pytest
+import timm
 import torch
 from PIL import Image
 
 import comet_nb.experiments as ex
 from comet_nb.data import write_ksdd2_fixture, write_mvtec_fixture
-from comet_nb.experiments import Detector, RunConfig, detect_format, eval_run, load_split, train_run
+from comet_nb.data import load_image
+from comet_nb.experiments import Detector, RunConfig, VersionMismatchWarning, detect_format, eval_run, load_split, train_run
 from comet_nb.meta import Callback
 
 pytestmark = pytest.mark.filterwarnings("ignore::comet_nb.features.RandomWeightsWarning")   # offline: random backbone weights, on purpose
 
-METRIC_KEYS = ("i_auroc", "i_auroc_se", "p_auroc", "precision", "recall", "f1", "threshold", "f1_max", "nn_reference_i_auroc",
+METRIC_KEYS = ("i_auroc", "i_auroc_se", "p_auroc", "p_aupro", "precision", "recall", "f1", "threshold", "f1_max", "nn_reference_i_auroc",
                "curation", "epochs", "seconds", "n_train", "n_test", "config", "versions", "protocol")
 
 
@@ -164,8 +169,9 @@ def test_unwritable_output_fails_before_any_work(tmp_path, root, monkeypatch):
 def test_metrics_and_files(sn_run, root):
     out, m = sn_run
     for k in METRIC_KEYS: assert k in m, k
-    for k in ("i_auroc", "i_auroc_se", "p_auroc", "precision", "recall", "f1", "threshold", "f1_max", "nn_reference_i_auroc", "seconds"):
+    for k in ("i_auroc", "i_auroc_se", "p_auroc", "p_aupro", "precision", "recall", "f1", "threshold", "f1_max", "nn_reference_i_auroc", "seconds"):
         assert isinstance(m[k], float) and math.isfinite(m[k]), (k, m[k])
+    assert 0 <= m["p_aupro"] <= 1 and "p_aupro" in m["protocol"]
     assert (m["epochs"], m["n_train"], m["n_test"], m["n_contaminants"]) == (2, 15, 7, 3)
     assert "test set" in m["protocol"] and "ranking" not in m["curation"] and len(m["curation"]["lowest_weight"]) == 10
     assert set(m["versions"]) == {"comet_nb", "torch", "torchvision", "timm", "python", "device", "threads"}
@@ -204,7 +210,7 @@ def test_detector_predict(sn_run, root):
 def test_eval_run_on_a_test_split_and_on_new_images(sn_run, root, tmp_path):
     out, m = sn_run
     e = eval_run(out, str(root), "widget", out=tmp_path / "ev", maps=True)
-    for k in ("i_auroc", "p_auroc", "precision", "recall", "f1", "threshold"): assert e[k] == pytest.approx(m[k], abs=1e-9), k
+    for k in ("i_auroc", "p_auroc", "p_aupro", "precision", "recall", "f1", "threshold"): assert e[k] == pytest.approx(m[k], abs=1e-9), k
     assert e["n_test"] == 7 and any("replayed" in n for n in e["notes"])
     assert len(list((tmp_path / "ev" / "maps").glob("0*.png"))) == 7 and (tmp_path / "ev" / "eval.json").is_file()
     assert (tmp_path / "ev" / "maps" / "colorbar.png").stat().st_size > 0                    # one colour scale for all seven
@@ -214,16 +220,79 @@ def test_eval_run_on_a_test_split_and_on_new_images(sn_run, root, tmp_path):
     assert no_temp_files(tmp_path)
 
 
+def test_a_run_from_other_library_versions_warns_on_load(sn_run, root, tmp_path):
+    out, _ = sn_run
+    run = tmp_path / "r"; shutil.copytree(out, run)
+    m = json.loads((run / "metrics.json").read_text())
+    here = m["versions"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VersionMismatchWarning)
+        assert Detector.load(run).version_differences == []                            # the same versions: silent
+        m["versions"] = dict(here, threads=here["threads"] + 7, device="cuda:0", python="3.0.1")
+        (run / "metrics.json").write_text(json.dumps(m))
+        assert Detector.load(run).version_differences == []                            # threads, device, python: not warned
+    m["versions"] = dict(here, torch="1.0.0", timm="0.0.1")
+    (run / "metrics.json").write_text(json.dumps(m))
+    with pytest.warns(VersionMismatchWarning) as w:
+        det = Detector.load(run)
+    msg = str(w[0].message)
+    assert f"torch: run 1.0.0, here {torch.__version__}; timm: run 0.0.1, here {timm.__version__}" in msg, msg
+    assert str(run) in msg and "may differ slightly" in msg and "retrain here" in msg and "torchvision:" not in msg
+    assert det.version_differences == [f"torch: run 1.0.0, here {torch.__version__}", f"timm: run 0.0.1, here {timm.__version__}"]
+    with pytest.warns(VersionMismatchWarning):
+        e = eval_run(run, str(root), "widget")
+    assert any("other library versions (torch: run 1.0.0" in n for n in e["notes"])
+    m["versions"] = dict(here, comet_nb="0.5.0")                                     # before 0.6: other image geometry
+    (run / "metrics.json").write_text(json.dumps(m))
+    with pytest.warns(VersionMismatchWarning) as w:
+        Detector.load(run)
+    assert "comet_nb: run 0.5.0" in str(w[0].message) and "comet_nb before 0.6" in str(w[0].message) and "retrain" in str(w[0].message)
+
+
+def test_eval_with_the_weight_file_the_run_trained_on(root, tmp_path):
+    from comet_nb.features import lite0_weight_file
+    w = tmp_path / "here" / "lite0.pth"; w.parent.mkdir(); shutil.copy(lite0_weight_file(), w)
+    m = train_run(sn_cfg(root, pretrained=str(w), epochs=1), tmp_path / "run", progress=False)
+    moved = tmp_path / "elsewhere" / "lite0.pth"; moved.parent.mkdir(); shutil.move(w, moved)   # the run goes to another machine
+    with pytest.raises(RuntimeError, match=r"cannot rebuild the backbone .*pretrained='/path/to/weight/file'"):
+        eval_run(tmp_path / "run", str(root), "widget")
+    e = eval_run(tmp_path / "run", str(root), "widget", pretrained=moved)
+    for k in ("i_auroc", "p_auroc", "p_aupro", "threshold"): assert e[k] == pytest.approx(m[k], abs=1e-9), k
+    assert e["config"]["pretrained"] == str(moved)
+    sd = torch.load(moved, weights_only=True); sd["_conv_stem.weight"] = sd["_conv_stem.weight"] * 1.01
+    torch.save(sd, tmp_path / "other.pth")                                          # not the weights the run trained on
+    with pytest.raises(RuntimeError, match="was trained on efficientnet_lite0 weights"):
+        eval_run(tmp_path / "run", str(root), "widget", pretrained=tmp_path / "other.pth")
+
+
+def test_simplenet_keeps_the_aspect_ratio_in_training_and_in_the_detector(tmp_path):
+    wide = write_mvtec_fixture(tmp_path / "wide", "widget", n_train=8, n_good=2, n_each=2, size=(36, 60))
+    out = tmp_path / "run"
+    train_run(sn_cfg(wide, noise=0.0, epochs=1), out, progress=False)
+    det = Detector.load(out)
+    rows = list(csv.DictReader(open(out / "weights.csv")))
+    paths = [r["path"] for r in rows[:3]]
+    by_path = det.predict(paths)["scores"]
+    torch.testing.assert_close(by_path, torch.tensor([float(r["score"]) for r in rows[:3]]), atol=2e-2, rtol=0)   # as trained
+    x = torch.stack([load_image(p) for p in paths])                                 # 36 × 60 tensors: the detector's own geometry
+    torch.testing.assert_close(det.predict(x)["scores"], by_path, atol=1e-5, rtol=0)
+    ds = ex.make_dataset([ex._record(p) for p in paths], det.config)
+    assert ds.size == [32] and ds[0]["image"].shape == (3, 32, 32)
+    squashed = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True)
+    assert (det.predict(squashed)["scores"] - by_path).abs().max() > 1e-3              # the old squashing gives other scores
+
+
 def test_differnet_run_with_gradient_maps(root, tmp_path):
     m = train_run(dn_cfg(root, pixel_maps=True), tmp_path / "dn", progress=False)
-    assert math.isfinite(m["i_auroc"]) and math.isfinite(m["p_auroc"]) and m["lambda0"] == 0.0
+    assert math.isfinite(m["i_auroc"]) and math.isfinite(m["p_auroc"]) and math.isfinite(m["p_aupro"]) and m["lambda0"] == 0.0
     det = Detector.load(tmp_path / "dn")
     rows = list(csv.DictReader(open(tmp_path / "dn" / "scores.csv")))
     r = det.predict([x["path"] for x in rows[:2]], maps=True)
     torch.testing.assert_close(r["scores"], torch.tensor([float(x["score"]) for x in rows[:2]]), atol=2e-2, rtol=2e-2)
     assert r["maps"].shape == (2, 40, 40)
     assert det.predict(torch.rand(2, 3, 40, 40))["maps"] is None                      # DifferNet maps only when asked
-    assert train_run(dn_cfg(root), tmp_path / "dn0", progress=False)["p_auroc"] is None
+    m0 = train_run(dn_cfg(root), tmp_path / "dn0", progress=False)
+    assert m0["p_auroc"] is None and m0["p_aupro"] is None
 
 
 def test_checkpoint_of_another_model_class(sn_run, tmp_path):
@@ -242,7 +311,7 @@ def test_checkpoint_of_another_model_class(sn_run, tmp_path):
 def test_crash_then_resume_equals_an_uninterrupted_run(root, tmp_path):
     cfg = sn_cfg(root, epochs=3)
     with pytest.raises(RuntimeError, match="power cut"): train_run(cfg, tmp_path / "cut", progress=False, callbacks=[Crash(1)], checkpoint_every=1)
-    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint.pt", "config.json"]   # no metrics, no temporary files
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint.pt", "config.json", "history.csv"]   # no metrics, no temporary files
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
     resumed = train_run(cfg, tmp_path / "cut", resume=True, progress=False)
     whole = train_run(cfg, tmp_path / "whole", progress=False)

@@ -169,3 +169,26 @@ def test_explore_command_without_voila_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "voila" else real(name, *a))
     rc, _, err = _cli("explore", "--no-pretrained")
     assert rc == 1 and "Voilà, which is not installed here: pip install voila" in err, err
+
+
+def test_scores_histogram_is_drawn_by_seaborn_with_the_down_weighted_side_shaded(monkeypatch):
+    "Fig. 1's histogram: seaborn's stacked histplot (every image counted, contaminants red), t dashed, a > t shaded."
+    import matplotlib.colors
+    import seaborn as sns
+    from comet_nb.scl import demo_scores
+    calls = []
+    real = sns.histplot
+    monkeypatch.setattr(explorer.sns, "histplot", lambda *a, **k: calls.append(k) or real(*a, **k))
+    a, bad = demo_scores(n=300, contamination=0.1, seed=1)
+    fig = explorer.scores_figure(a, bad, 1.5)
+    assert len(calls) == 1 and calls[0]["multiple"] == "stack"
+    h, t = fig.axes[0], kappa_weights(a, 1.5)["t"]
+    edges = calls[0]["bins"]
+    tops = {matplotlib.colors.to_hex(c.get_facecolor()[0][:3]): max(p.vertices[:, 1].max() for p in c.get_paths()) for c in h.collections}
+    assert max(tops.values()) == np.histogram(a, edges)[0].max()
+    assert tops[matplotlib.colors.to_hex("C3")] == np.histogram(np.asarray(a)[np.asarray(bad)], edges)[0].max()
+    (span,) = h.patches
+    assert span.get_x() == pytest.approx(t) and span.get_x() + span.get_width() == pytest.approx(edges[-1])
+    assert [l.get_xdata()[0] for l in h.lines] == [pytest.approx(t)]
+    labels = [x.get_text() for x in h.get_legend().get_texts()]
+    assert labels[:3] == [f"nominal ({int((~np.asarray(bad)).sum())})", f"contaminant ({int(np.asarray(bad).sum())})", "a > t: w < 1"]

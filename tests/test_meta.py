@@ -3,6 +3,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -320,3 +321,150 @@ def test_the_papers_sigma_keeps_no_pairs(tmp_path, data):
     tr = trained(data, epochs=2, batch_size=8)
     assert len(tr._pairs) == 0
     assert load_checkpoint(tr.save(tmp_path / "c.pt"))["sigma_pairs"] == []
+
+
+# ---- History: one CSV row per epoch, durable, resumable
+
+def _epochs(path):
+    from comet_nb.meta import read_history
+    return [r["epoch"] for r in read_history(path)]
+
+
+def test_history_writes_a_row_per_epoch_as_training_goes(tmp_path, data):
+    from comet_nb.meta import Callback, History, HISTORY_COLUMNS, read_history
+    path = tmp_path / "h.csv"
+    seen = []
+    class Peek(Callback):                                            # what a reader sees while the run goes on
+        def after_epoch(self, trainer, record): seen.append(_epochs(path))
+    torch.manual_seed(0)
+    tr = CoMet(GaussianModel(), CoMetConfig(**{**FAST, "epochs": 4}), callbacks=[History(path), Peek()]).fit(data)
+    assert seen == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]]
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",") == list(HISTORY_COLUMNS) and len(lines) == 5 and path.read_text().endswith("\n")
+    rows = read_history(path)
+    for r, rec in zip(rows, tr.history):
+        assert all(r[k] == rec[k] for k in HISTORY_COLUMNS[:-2])
+        assert r["mean_weight"] == pytest.approx(rec["weights"].double().mean().item()) and r["min_weight"] == rec["weights"].min().item()
+    assert [p.name for p in tmp_path.iterdir()] == ["h.csv"]        # no temporary file left behind
+
+
+def test_history_resume_after_a_crash_lists_every_epoch_once(tmp_path, data):
+    from comet_nb.meta import Callback, History, SaveCheckpoint
+    class Crash(Callback):
+        def after_epoch(self, trainer, record):
+            if trainer.epoch == 4: raise RuntimeError("killed")
+    ck, hp = tmp_path / "c.pt", tmp_path / "h.csv"
+    cfg = CoMetConfig(**{**FAST, "epochs": 6})
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError, match="killed"):
+        CoMet(GaussianModel(), cfg, callbacks=[SaveCheckpoint(ck, every=3), History(hp), Crash()]).fit(data)
+    assert _epochs(hp) == [0, 1, 2, 3]                                # one epoch beyond the checkpoint's three
+    back = CoMet.load(ck, GaussianModel(), callbacks=[History(hp)]).fit(data)
+    assert _epochs(hp) == list(range(6)) and back.epoch == 6
+
+
+def test_history_rows_beyond_the_checkpoint_are_dropped_on_resume(tmp_path, data):
+    "The brief's recipe: 3 epochs checkpointed every epoch, a history file holding rows past the checkpoint, resume to 5."
+    from comet_nb.meta import History, SaveCheckpoint, read_history
+    ck, hp = tmp_path / "c.pt", tmp_path / "h.csv"
+    torch.manual_seed(0)
+    CoMet(GaussianModel(), CoMetConfig(**{**FAST, "epochs": 3}), callbacks=[SaveCheckpoint(ck, every=1), History(hp)]).fit(data)
+    text = hp.read_text()
+    body = [line[line.index(","):] for line in text.splitlines()[1:3]]
+    hp.write_text(text + "".join(f"{e}{b}\n" for e, b in zip((3, 4), body)))      # rows of epochs past the checkpoint
+    assert _epochs(hp) == [0, 1, 2, 3, 4]
+    back = CoMet.load(ck, GaussianModel(), callbacks=[History(hp)]).fit(data, epochs=5)
+    rows = read_history(hp)
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in back.history]
+
+
+@pytest.mark.parametrize("where, exc, msg", [
+    ("folder", IsADirectoryError, "is a folder: give a file name"),
+    ("under_a_file", NotADirectoryError, "is a file, not a folder"),
+    ("someone_elses", FileExistsError, "not a comet_nb history CSV"),
+    ("unwritable", PermissionError, "is not writable"),
+])
+def test_history_bad_path_is_a_clear_error_before_any_work(tmp_path, monkeypatch, where, exc, msg):
+    from comet_nb import meta
+    (tmp_path / "blocker").write_text("x")
+    (tmp_path / "mine.csv").write_text("name,score\na,1\n")
+    path = dict(folder=tmp_path, under_a_file=tmp_path / "blocker" / "h.csv", someone_elses=tmp_path / "mine.csv",
+                unwritable=tmp_path / "ro" / "h.csv")[where]
+    if where == "unwritable":
+        (tmp_path / "ro").mkdir()
+        real = os.access
+        monkeypatch.setattr(meta.os, "access", lambda p, mode, *a, **k: False if Path(p) == tmp_path / "ro" else real(p, mode, *a, **k))
+    with pytest.raises(exc, match=msg):
+        meta.History(path)
+    assert (tmp_path / "mine.csv").read_text() == "name,score\na,1\n"
+
+
+def test_history_file_replaced_by_another_during_the_run_is_not_overwritten(tmp_path, data):
+    from comet_nb.meta import Callback, History
+    hp = tmp_path / "h.csv"
+    class Swap(Callback):
+        def after_epoch(self, trainer, record):
+            if trainer.epoch == 1: hp.unlink(); hp.write_text("someone else's\n")
+    torch.manual_seed(0)
+    with pytest.raises(FileExistsError, match="would overwrite it"):
+        CoMet(GaussianModel(), CoMetConfig(**FAST), callbacks=[History(hp), Swap()]).fit(data)
+    assert hp.read_text() == "someone else's\n"
+
+
+def test_read_history_bad_files(tmp_path):
+    from comet_nb.meta import read_history, HISTORY_COLUMNS
+    with pytest.raises(FileNotFoundError, match="no history file at"):
+        read_history(tmp_path / "none.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",".join(HISTORY_COLUMNS) + "\n" + ",".join(["1"] * 15) + ",oops\n")
+    with pytest.raises(ValueError, match="line 2: not a row of numbers"):
+        read_history(bad)
+
+
+def test_training_curves_from_csv_rows_and_trainer(tmp_path, data):
+    import matplotlib.text
+    from comet_nb.meta import History, training_curves
+    torch.manual_seed(0)
+    tr = CoMet(GaussianModel(), CoMetConfig(**{**FAST, "epochs": 4}), callbacks=[History(tmp_path / "h.csv")]).fit(data)
+    a, b = training_curves(tmp_path / "h.csv"), training_curves(tr.history)
+    assert len(a.axes) == 6 and all(ax.get_title() for ax in a.axes)
+    for fa, fb in zip(a.axes, b.axes):
+        for la, lb in zip(fa.lines, fb.lines): assert np.allclose(la.get_ydata(), lb.get_ydata(), equal_nan=True)
+    assert a.axes[4].lines[0].get_ydata()[-1] == pytest.approx(tr.weights.double().mean().item())
+    assert min(t.get_fontsize() for t in a.findobj(matplotlib.text.Text) if t.get_text()) >= 9
+    for bad, msg in (([], "no epochs yet"), (42, "history must be")):
+        with pytest.raises(ValueError, match=msg): training_curves(bad)
+
+
+# ---- devices that do not exist
+
+@pytest.mark.parametrize("n, device, msg", [
+    (1, "cuda:7", "device 'cuda:7' does not exist: this machine has 1 GPU (cuda:0). Use --device cuda:0, or auto."),
+    (2, "cuda:2", "this machine has 2 GPUs (cuda:0, cuda:1). Use --device one of cuda:0, cuda:1, or auto."),
+    (8, "cuda:9", "this machine has 8 GPUs (cuda:0 … cuda:7)"),
+    (0, "cuda:7", "device 'cuda:7' does not exist: this machine has no CUDA GPU"),
+])
+def test_a_gpu_index_beyond_the_machine_is_refused_before_any_work(monkeypatch, n, device, msg):
+    from comet_nb.meta import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.raises(ValueError) as e:
+        resolve_device(device)
+    assert msg in str(e.value)
+    with pytest.raises(ValueError, match="does not exist"):
+        CoMet(GaussianModel(), CoMetConfig(device=device))                 # the trainer refuses it when built
+
+
+def test_existing_gpus_and_cuda_visible_devices(monkeypatch):
+    from comet_nb.meta import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1") and resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    with pytest.raises(ValueError, match=r"CUDA_VISIBLE_DEVICES=3,5 limits and renumbers"):
+        resolve_device("cuda:3")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("cuda:-1")

@@ -8,11 +8,12 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 from matplotlib.figure import Figure
 from PIL import Image
+from scipy import ndimage
 from sklearn.metrics import f1_score, roc_auc_score
 
-from comet_nb.metrics import (StreamingAUROC, _weighted_aucs, bootstrap_se, curation_report, decision_threshold, f1_max,
-                              hanley_mcneil_se, image_auroc, lowest_weight_gallery, nn_image_scores, nn_patch_scores,
-                              pixel_auroc, precision_recall_f1)
+from comet_nb.metrics import (StreamingAUPRO, StreamingAUROC, _weighted_aucs, aupro, bootstrap_se, curation_report,
+                              decision_threshold, f1_max, hanley_mcneil_se, image_auroc, lowest_weight_gallery, nn_image_scores,
+                              nn_patch_scores, pixel_auroc, precision_recall_f1, region_weights)
 from comet_nb.scl import confidence_weights, iqr_threshold
 
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -216,6 +217,126 @@ def test_pixel_auroc_within_its_bound_of_sklearn(a, seed, bins):
     exact = roc_auc_score(y, a)
     assert abs(acc.compute() - exact) <= acc.error_bound() + 1e-9
     assert 0 <= acc.error_bound() <= 0.5
+
+
+# ---------------------------------------------------------------- AUPRO
+
+def reference_aupro(masks, maps, fpr_limit=0.3, connectivity=8):
+    "AUPRO the slow, plain way: every distinct score a threshold, every region's overlap counted, trapezoids cut at the limit."
+    masks, maps = np.asarray(masks) != 0, np.asarray(maps, dtype=np.float64)
+    structure = np.ones((3, 3)) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
+    regions = []                                                      # (image, boolean region) for every connected component
+    for i in range(len(masks)):
+        lab, k = ndimage.label(masks[i], structure=structure)
+        regions += [(i, lab == j) for j in range(1, k + 1)]
+    good = ~masks
+    points = [(0.0, 0.0)]                                             # threshold above every score: nothing flagged
+    for t in sorted(set(maps.ravel().tolist()), reverse=True):
+        flagged = maps >= t
+        pro = sum(flagged[i][r].sum() / r.sum() for i, r in regions) / len(regions)
+        points.append(((flagged & good).sum() / good.sum(), pro))
+    area = 0.0
+    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:]):
+        if x1 <= fpr_limit: area += (x1 - x0) * (y0 + y1) / 2
+        else:                                                         # this step crosses the limit: interpolate there, stop
+            if x0 < fpr_limit:
+                y_lim = y0 + (y1 - y0) * (fpr_limit - x0) / (x1 - x0)
+                area += (fpr_limit - x0) * (y0 + y_lim) / 2
+            break
+    return area / fpr_limit
+
+
+def blobs(seed, n=5, h=20, w=24):
+    "Masks with rectangles and scattered pixels (regions touching at corners included), and maps that partly see them."
+    g = np.random.default_rng(seed)
+    masks = np.zeros((n, h, w), bool)
+    for i in range(n - 1):                                            # the last image is good
+        for _ in range(g.integers(1, 4)):
+            r, c, dh, dw = g.integers(0, h - 4), g.integers(0, w - 4), g.integers(1, 6), g.integers(1, 6)
+            masks[i, r:r + dh, c:c + dw] = True
+        masks[i] |= g.random((h, w)) < 0.02
+    maps = g.normal(size=(n, h, w)) + g.uniform(0, 2, size=(n, 1, 1)) * masks
+    return torch.from_numpy(masks.astype(np.float32)), torch.from_numpy(maps)
+
+
+def test_aupro_perfect_inverted_constant_and_by_hand():
+    masks, maps = blobs(0)
+    assert aupro(masks, masks) == pytest.approx(1.0, abs=1e-12) and aupro(masks, 1 - masks) == pytest.approx(0.0, abs=1e-12)
+    assert aupro(masks, torch.zeros_like(maps)) == pytest.approx(0.15, abs=1e-12)      # one step, (0, 0) to (1, 1)
+    assert aupro(masks, torch.zeros_like(maps), fpr_limit=1.0) == pytest.approx(0.5, abs=1e-12)
+    hand = torch.tensor([[[1, 1, 0], [0, 0, 1], [0, 0, 0]]])
+    s = torch.tensor([[[0.9, 0.9, 0.8], [0.1, 0.1, 0.5], [0.1, 0.1, 0.1]]])
+    assert aupro(hand, s) == pytest.approx(22 / 27, abs=1e-12)                          # one region of 3 (a corner joins it)
+    assert aupro(hand, s, connectivity=4) == pytest.approx(13 / 18, abs=1e-12)         # two regions: 2 and 1 pixels
+    assert aupro(hand, s, fpr_limit=0.1) == pytest.approx(2 / 3, abs=1e-12)            # before the first false alarm: PRO 2/3
+    w, k = region_weights(torch.stack([hand[0], hand[0]]))
+    assert k == 2 and w.sum().item() == pytest.approx(2.0)                              # one region per image, each weighing 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aupro_matches_the_reference_on_small_cases(seed):
+    masks, maps = blobs(seed, n=3, h=8, w=9)
+    for conn in (8, 4):
+        acc = StreamingAUPRO(score_range=(maps.min().item(), maps.max().item()), connectivity=conn).update(masks, maps)
+        for limit in (0.3, 0.05, 1.0):
+            got, ref = aupro(masks, maps, fpr_limit=limit, connectivity=conn), reference_aupro(masks, maps, limit, conn)
+            assert got == acc.aupro(limit) and abs(got - ref) <= acc.aupro_bound(limit) + 1e-12, (conn, limit, got, ref)
+            assert acc.aupro_bound(limit) < 1e-3
+
+
+def test_aupro_stream_keeps_the_pixel_auroc_and_constant_first_batches():
+    masks, maps = blobs(2, n=4, h=8, w=8)
+    a, b = StreamingAUROC(), StreamingAUPRO()
+    for m, x in zip(masks, maps): a.update(m, x); b.update(m, x)
+    assert b.compute() == a.compute() and b.error_bound() == a.error_bound()          # the subclass adds, changes nothing
+    flat = torch.zeros(2, 8, 8); flat[0, 2:4, 2:4] = 1
+    s = StreamingAUPRO().update(flat[:1], torch.full((1, 8, 8), 0.5)).update(flat[1:], torch.full((1, 8, 8), 0.5))
+    assert s.pos is None and s.aupro() == pytest.approx(0.15, abs=1e-12)              # all one value so far: the diagonal
+    s.update(masks, maps)
+    both_m, both_s = torch.cat([flat, masks]), torch.cat([torch.full((2, 8, 8), 0.5), maps.float()])
+    assert s.aupro() == pytest.approx(reference_aupro(both_m, both_s), abs=max(1e-9, s.aupro_bound()))
+    assert s.n_regions == region_weights(both_m)[1]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: aupro(torch.zeros(2, 4, 4), torch.rand(2, 4, 4)), "no defective region among the 32 pixels seen"),
+    (lambda: aupro(torch.ones(2, 4, 4), torch.rand(2, 4, 4)), "all 32 pixels seen are defective: AUPRO needs good pixels"),
+    (lambda: aupro(torch.eye(4)[None], torch.rand(1, 8, 8)), "upsample"),
+    (lambda: aupro(torch.eye(4)[None] * 0.5, torch.rand(1, 4, 4)), "0/1"),
+    (lambda: aupro(torch.eye(4)[None], torch.full((1, 4, 4), float("nan"))), "NaN"),
+    (lambda: aupro(torch.tensor([0, 1, 1]), torch.rand(3)), r"regions need 2-D masks, \(H, W\) or \(N, H, W\); got shape \(3,\)"),
+    (lambda: aupro(torch.eye(4)[None], torch.rand(1, 4, 4), fpr_limit=0), r"fpr_limit must be a number in \(0, 1\]"),
+    (lambda: aupro(torch.eye(4)[None], torch.rand(1, 4, 4), fpr_limit=1.5), r"got 1.5"),
+    (lambda: aupro(torch.eye(4)[None], torch.rand(1, 4, 4), connectivity=6), "connectivity must be 4 or 8"),
+    (lambda: aupro([torch.eye(4)] * 2, [torch.rand(4, 4)] * 3), "2 masks but 3 anomaly maps"),
+    (lambda: aupro(torch.eye(4)[None]), r"aupro\(masks, maps\)"),
+    (lambda: StreamingAUPRO().aupro(), "no pixels seen"),
+])
+def test_aupro_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+def test_aupro_matches_the_slow_reference(seed):
+    "The histogram AUPRO against the loop over every threshold and region: within its computed bound (and 1e-4), exact with ties."
+    masks, maps = blobs(seed)
+    for limit in (0.3, 0.1, 1.0):
+        ref = reference_aupro(masks, maps, limit)
+        full = StreamingAUPRO(score_range=(maps.min().item(), maps.max().item())).update(masks, maps)   # what aupro() builds
+        assert aupro(masks, maps, fpr_limit=limit) == full.aupro(limit)
+        grown = StreamingAUPRO()
+        for m, x in zip(masks, maps): grown.update(m, x)                # image by image: the window grows
+        for acc in (full, grown):
+            got, bound = acc.aupro(limit), acc.aupro_bound(limit)
+            assert abs(got - ref) <= bound + 1e-12 and bound < 2e-4, (limit, got, ref, bound)
+    q = (maps * 4).round() / 4                                          # ties only: no mixed bin, nothing to bound
+    acc = StreamingAUPRO().update(masks, q)
+    assert acc.aupro_bound() == 0.0 and acc.aupro() == pytest.approx(reference_aupro(masks, q), abs=1e-12)
+    assert aupro(masks, maps, connectivity=4) == pytest.approx(reference_aupro(masks, maps, connectivity=4), abs=1e-4)
+    coarse = StreamingAUPRO(bins=16).update(masks, maps)                # few bins: a real error, still within the bound
+    assert abs(coarse.aupro() - reference_aupro(masks, maps)) <= coarse.aupro_bound() + 1e-12
 
 
 # ---------------------------------------------------------------- thresholds

@@ -121,3 +121,14 @@ def test_changelog_names_the_current_version():
     version = (ROOT / "comet_nb" / "__init__.py").read_text().split('"')[1]
     log = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert f"## [{version}]" in log, f"CHANGELOG.md has no entry for version {version}"
+
+
+def test_notebooks_with_slow_cells_skip_them_unless_asked():
+    "Run top to bottom in Jupyter, a notebook takes the quick path: the RUN_SLOW switch comes before its first `#| slow` cell."
+    from comet_nb.notebooks import SLOW
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        srcs = ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+        slow = [i for i, s in enumerate(srcs) if SLOW.match(s)]
+        if not slow: continue
+        switch = [i for i, s in enumerate(srcs) if "RUN_SLOW = False" in s and "slow_cells(RUN_SLOW)" in s]
+        assert switch and switch[0] < slow[0], f"{path.name}: no RUN_SLOW = False / slow_cells(RUN_SLOW) before its first slow cell"

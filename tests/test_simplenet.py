@@ -4,13 +4,14 @@ import warnings
 
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from hypothesis import given, settings, strategies as st
 
 from comet_nb.data import mvtec, write_mvtec_fixture
 from comet_nb.features import RandomWeightsWarning
 from comet_nb.meta import CoMet, CoMetConfig
-from comet_nb.simplenet import (SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, patch_grid, predict, simplenet_features,
-                                smooth_maps, truncated_l1)
+from comet_nb.simplenet import (SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, patch_grid, predict, simplenet_dataset,
+                                simplenet_features, smooth_maps, truncated_l1)
 
 floats = st.floats(-5, 5, allow_nan=False, width=32)
 
@@ -145,12 +146,26 @@ def test_simplenet_features_and_predict_on_files(fixture_split):
     assert tr.shape == (4, 24, 4, 4) and te.shape[0] == len(fixture_split.test) and masks.shape == (len(te), 32, 32)
     assert set(masks.unique().tolist()) <= {0.0, 1.0} and masks[y == 1].sum() > 0
     m = SimpleNet.from_preset(preset).set_input_scale(tr)
-    from comet_nb.data import ADDataset
-    ds = ADDataset(fixture_split.test, size=32)
+    ds = simplenet_dataset(fixture_split.test, preset)
     imgs = torch.stack([ds[i]["image"] for i in range(len(ds))])
     s, maps = predict(m, ext, imgs, batch_size=3)
     assert s.shape == (len(imgs),) and maps.shape == (len(imgs), 32, 32)
     torch.testing.assert_close(s, m.score(te), atol=2e-2, rtol=0)   # the cache holds float16
+    torch.testing.assert_close(masks, torch.stack([(ds[i]["mask"] > 0.5).float() for i in range(len(ds))]))   # masks: the same geometry
+
+
+def test_simplenet_dataset_keeps_the_aspect_ratio(fixture_split):
+    from comet_nb.data import ADDataset, load_image
+    ref = dict(SIMPLENET_REFERENCE, resize=40, image_size=32)
+    ds = simplenet_dataset(fixture_split.test, ref)                   # 37 x 45 images: shorter side 37 -> 40, then the centre 32 x 32
+    assert (ds.size, ds.crop) == ([40], 32) and ds[0]["image"].shape == (3, 32, 32) and ds[2]["mask"].shape == (32, 32)
+    x = load_image(fixture_split.test[0].path)
+    wide = TF.resize(x, [40, int(45 * 40 / 37)], antialias=True)    # what keeping the aspect means, by hand: 40 x 48
+    top, left = (wide.shape[1] - 32) // 2, (wide.shape[2] - 32) // 2
+    torch.testing.assert_close(ds[0]["image"], wide[:, top:top + 32, left:left + 32], atol=1e-6, rtol=0)
+    squashed = ADDataset(fixture_split.test, size=40, crop=32)[0]["image"]
+    assert (squashed - ds[0]["image"]).abs().mean() > 0.01
+    assert simplenet_dataset(fixture_split.test, dict(SIMPLENET_SMALL, image_size=32)).size == [32]   # no resize: the image size
 
 
 def test_defective_image_without_mask_is_an_error(fixture_split):
