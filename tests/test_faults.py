@@ -39,7 +39,7 @@ def complete_files_only(folder, tmp_allowed=False):
             assert tmp_allowed, f"temporary file left behind: {p.name}"
             continue
         if p.suffix == ".json": json.loads(p.read_text())
-        if p.suffix == ".csv": assert p.read_text().splitlines()[0].startswith(("path,", "category,"))
+        if p.suffix == ".csv": assert p.read_text().splitlines()[0].startswith(("path,", "category,", "epoch,"))   # epoch: history.csv
         if p.name == "checkpoint.pt": assert torch.load(p, weights_only=True)["format"] == "comet_nb.CoMet"
 
 
