@@ -89,7 +89,7 @@ def _training_images(run_dir) -> list:
     "The run's training images, from its weights.csv."
     with open(Path(run_dir) / "weights.csv", newline="") as f: return [r["path"] for r in csv.DictReader(f)]
 
-def graph_threshold(det: Detector, run_dir, batch_size: int = 16) -> tuple:
+def graph_threshold(det: Detector, run_dir, g=None, batch_size: int = 16) -> tuple:
     "(t, note): Eq. 2 over the training images scored by the graph; the run's t if they cannot be read."
     if isinstance(det.model, SimpleNet): return det.threshold, "the run's: the graph is the kit's inference"
     try: paths = _training_images(run_dir)
@@ -97,7 +97,7 @@ def graph_threshold(det: Detector, run_dir, batch_size: int = 16) -> tuple:
     missing = [p for p in paths if not Path(p).is_file()]
     if missing or not paths:
         return det.threshold, f"the run's ({len(missing)} of its {len(paths)} training images are not here to re-score)"
-    S, g = det.preset["image_size"], graph_of(det)
+    S, g = det.preset["image_size"], g if g is not None else graph_of(det)   # the exporter's graph, not a second copy
     scores = []
     for i in range(0, len(paths), batch_size):
         x = torch.stack([F.interpolate(load_image(p)[None], size=(S, S), mode="bilinear", antialias=True)[0]
@@ -114,10 +114,10 @@ def _preprocess_words(det: Detector) -> str:
     R = p.get("resize") or S                                     # SimpleNet keeps the aspect ratio, as in training
     return f"resize the shorter side to {R} px (bilinear, antialiased), centre-crop {S}x{S}"
 
-def export_metadata(det: Detector, run_dir=None) -> dict:
+def export_metadata(det: Detector, run_dir=None, g=None) -> dict:
     "What an exported file says about itself: input, outputs, threshold, origin."
     S, c = det.preset["image_size"], det.config
-    t, how = (det.threshold, "the run's") if run_dir is None else graph_threshold(det, run_dir)
+    t, how = (det.threshold, "the run's") if run_dir is None else graph_threshold(det, run_dir, g)
     maps = c.model == "simplenet"
     return dict(
         format="comet_nb detector 1", model=c.model, method=c.method, comet_nb=comet_nb.__version__,
@@ -160,7 +160,7 @@ def export_onnx(det: Detector, path, opset: int = 18, run_dir=None) -> Path:
         g, (x,), None, input_names=["image"], output_names=names, dynamo=True,
         dynamic_shapes=({0: batch},), opset_version=opset))
     proto = prog.model_proto
-    meta = json.dumps(export_metadata(det, run_dir))
+    meta = json.dumps(export_metadata(det, run_dir, g))
     onnx.helper.set_model_props(proto, {META_KEY: meta})
     return atomic_write(path, proto.SerializeToString())
 
@@ -224,7 +224,7 @@ def export_torchscript(det: Detector, path, run_dir=None) -> Path:
     "Write the run's detector as one TorchScript file, its metadata as the extra file comet_nb.json; atomic."
     g, x = graph_of(det), example_input(det)
     with torch.no_grad(): traced = _quietly(lambda: torch.jit.trace(g, x))
-    extra = {f"{META_KEY}.json": json.dumps(export_metadata(det, run_dir))}
+    extra = {f"{META_KEY}.json": json.dumps(export_metadata(det, run_dir, g))}
     buf = io.BytesIO()
     _quietly(lambda: torch.jit.save(traced, buf, _extra_files=extra))
     return atomic_write(path, buf.getvalue())
