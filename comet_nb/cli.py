@@ -34,13 +34,21 @@ def toy_demo(seeds: int = 3, epochs: int = 60) -> str:
     if epochs < 1: raise ValueError(f"epochs must be >= 1; got {epochs}.")
     t0 = time.perf_counter()
     res = toy_compare(("baseline", "full"), seeds=tuple(range(seeds)), epochs=epochs)
-    b = [r["auroc"] for r in res["baseline"]]; f = [r["auroc"] for r in res["full"]]
+    b = [r["auroc"] for r in res["baseline"]]
+    f = [r["auroc"] for r in res["full"]]
     wins = sum(x > y for x, y in zip(f, b))
-    return "\n".join([
-        f"CoMet vs plain training: a 2-D Gaussian density fitted to 200 nominal + 20 anomalous training points (unlabelled), {epochs} epochs, {seeds} seed(s)",
-        "", toy_table({"plain": res["baseline"], "CoMet": res["full"]}), "",
-        f"CoMet's test AUROC is higher on {wins} of {seeds} seed(s). 'log det excess' > 0: the fitted covariance is larger than the true nominal one (the paper's Fig. 1).",
-        f"({time.perf_counter() - t0:.1f} s.) The notebooks 00-03 explain every number; see README.md."])
+    return "\n".join(
+        [
+            "CoMet vs plain training: a 2-D Gaussian density fitted to 200 nominal + 20 anomalous training "
+            f"points (unlabelled), {epochs} epochs, {seeds} seed(s)",
+            "",
+            toy_table({"plain": res["baseline"], "CoMet": res["full"]}),
+            "",
+            f"CoMet's test AUROC is higher on {wins} of {seeds} seed(s). 'log det excess' > 0: the fitted "
+            "covariance is larger than the true nominal one (the paper's Fig. 1).",
+            f"({time.perf_counter() - t0:.1f} s.) The notebooks 00-03 explain every number; see README.md.",
+        ]
+    )
 
 # %% ../nbs/35_cli.ipynb #2d6aeeb6
 def weights_report(n: int = 200,              # training samples
@@ -54,14 +62,22 @@ def weights_report(n: int = 200,              # training samples
     if n < 1: raise ValueError(f"n must be >= 1 training samples; got {n}.")
     scores, is_bad = demo_scores(n=n, contamination=contamination, seed=seed)
     t, w = iqr_threshold(scores, kappa), confidence_weights(scores, kappa)
-    lines = [f"Soft Confident Learning on {n} training scores, {int(is_bad.sum())} of them anomalous (unlabelled), κ = {kappa}",
-             f"threshold t = Q3 + κ·IQR = {t.item():.3f}",
-             f"down-weighted (w < 1): {int((w < 1).sum())} samples — {int((w[is_bad] < 1).sum())} of {int(is_bad.sum())} anomalies, "
-             f"{int((w[~is_bad] < 1).sum())} of {int((~is_bad).sum())} nominal",
-             f"mean weight: nominal {w[~is_bad].mean().item():.3f}, anomalous {w[is_bad].mean().item() if is_bad.any() else float('nan'):.3f}",
-             "", f"{'sample':>6} {'score':>8} {'weight':>7}  truth"]
+    lines = [
+        f"Soft Confident Learning on {n} training scores, {int(is_bad.sum())} of them anomalous "
+        f"(unlabelled), κ = {kappa}",
+        f"threshold t = Q3 + κ·IQR = {t.item():.3f}",
+        f"down-weighted (w < 1): {int((w < 1).sum())} samples — {int((w[is_bad] < 1).sum())} of "
+        f"{int(is_bad.sum())} anomalies, "
+        f"{int((w[~is_bad] < 1).sum())} of {int((~is_bad).sum())} nominal",
+        f"mean weight: nominal {w[~is_bad].mean().item():.3f}, anomalous "
+        f"{w[is_bad].mean().item() if is_bad.any() else float('nan'):.3f}",
+        "",
+        f"{'sample':>6} {'score':>8} {'weight':>7}  truth",
+    ]
     for i in w.argsort()[:show].tolist():
-        lines.append(f"{i:>6} {scores[i].item():>8.3f} {w[i].item():>7.3f}  {'anomalous' if is_bad[i] else 'nominal'}")
+        lines.append(
+            f"{i:>6} {scores[i].item():>8.3f} {w[i].item():>7.3f}  {'anomalous' if is_bad[i] else 'nominal'}"
+        )
     return "\n".join(lines)
 
 # %% ../nbs/35_cli.ipynb #82df9578
@@ -123,8 +139,10 @@ def _scalar(v: str):
 def _entries(v: str) -> dict:
     "--overrides: a JSON object, or k=v pairs separated by commas."
     if v.lstrip().startswith("{"):
-        try: d = json.loads(v)
-        except json.JSONDecodeError as e: raise argparse.ArgumentTypeError(f"{v!r} is not a JSON object: {e}") from None
+        try:
+            d = json.loads(v)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"{v!r} is not a JSON object: {e}") from None
         if isinstance(d, dict): return d
         raise argparse.ArgumentTypeError(f"{v!r} is not a JSON object of preset entries.")
     pairs = [x.split("=", 1) for x in v.split(",") if x.strip()]
@@ -148,7 +166,10 @@ def _choices(name: str):
     from comet_nb.experiments import FORMATS, MODELS, METHODS, PRESET_NAMES
     from comet_nb.features import BACKBONES
     backbones = sorted({b for m in BACKBONES.values() for b in m}) + ["paper"]
-    return dict(format=FORMATS, model=MODELS, method=METHODS, preset=PRESET_NAMES, backbone=backbones).get(name)
+    return dict(format=FORMATS, model=MODELS, method=METHODS, preset=PRESET_NAMES, backbone=backbones).get(
+        name
+    )
+
 
 def _default_words(f) -> str:
     "A field's default, as --help shows it."
@@ -165,13 +186,21 @@ def config_flags(p, cls=None, skip=()) -> list:
     names = []
     for f in dataclasses.fields(cls):
         if f.name in skip: continue
-        kw = dict(dest=f.name, default=None, help=f"{_HELP.get(f.name, f.name)} (default: {_default_words(f)})")
+        kw = dict(
+            dest=f.name, default=None, help=f"{_HELP.get(f.name, f.name)} (default: {_default_words(f)})"
+        )
         opts = [flag_of(f.name), *_ALIASES.get(f.name, [])]
         if hints[f.name] is bool: p.add_argument(*opts, action=argparse.BooleanOptionalAction, **kw)
         else: p.add_argument(*opts, type=_type_of(hints[f.name]), choices=_choices(f.name), **kw)
         names.append(f.name)
     if "pretrained" in names:
-        p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False, help="same as --pretrained no")
+        p.add_argument(
+            "--no-pretrained",
+            dest="pretrained",
+            action="store_const",
+            const=False,
+            help="same as --pretrained no",
+        )
     p.set_defaults(config_fields=tuple(names))
     return names
 
@@ -181,42 +210,59 @@ def config_from_args(args, cls=None):
     cls = cls or _run_config_class()
     given = {k: getattr(args, k) for k in args.config_fields if getattr(args, k) is not None}
     base = cls.from_json(args.config).to_dict() if getattr(args, "config", None) else {}
-    switches = dict(use_meta="--no-meta", scl_data="--no-scl-data", scl_model="--no-scl-model")   # Table 5's rows
+    switches = dict(
+        use_meta="--no-meta", scl_data="--no-scl-data", scl_model="--no-scl-model"
+    )  # Table 5's rows
     off = [flag for k, flag in switches.items() if given.get(k) is False]
     if off and {**base, **given}.get("method", "comet") != "comet":
         raise ValueError(f"{', '.join(off)} switch off parts of CoMet; they need --method comet.")
-    if not base: return cls(**given)          # not from_dict: it reads a file without `backbone` as an old run's
+    if not base:
+        return cls(**given)  # not from_dict: it reads a file without `backbone` as an old run's
     return cls.from_dict({**base, **given}, f"{args.config} with the flags")
 
 # %% ../nbs/35_cli.ipynb #7640ded2
 def _metrics_line(m: dict) -> str:
     "The headline numbers of a metrics.json / eval result, 'n/a' where a number does not exist."
     def f(v): return "n/a" if v is None else f"{v:.3f}"
-    return (f"image AUROC {f(m.get('i_auroc'))} ± {f(m.get('i_auroc_se'))}, pixel AUROC {f(m.get('p_auroc'))}, "
-            f"AUPRO {f(m.get('p_aupro'))}, "
-            f"F1 at the training threshold {f(m.get('f1'))} (oracle F1-max {f(m.get('f1_max'))})")
+
+    return (
+        f"image AUROC {f(m.get('i_auroc'))} ± {f(m.get('i_auroc_se'))}, pixel AUROC {f(m.get('p_auroc'))}, "
+        f"AUPRO {f(m.get('p_aupro'))}, "
+        f"F1 at the training threshold {f(m.get('f1'))} (oracle F1-max {f(m.get('f1_max'))})"
+    )
 
 def _summary(m: dict, out) -> str:
-    "What a finished run tells: the paper's metrics with a labelled test set; without one, what its weights found."
+    """What a finished run tells: the paper's metrics with a
+    labelled test set; without one, what its weights found."""
     c = m["config"]
     head = f"{c['model']} / {c['method']} on {c['data']} {c.get('category') or ''}".rstrip()
     took = f"{m['epochs']} epoch{'' if m['epochs'] == 1 else 's'} in {m['seconds']:.0f} s"
-    if m.get("n_test"): return f"{head}: {_metrics_line(m)}, {took}. Results in {out} (training curves: curves.png)."
+    if m.get("n_test"):
+        return f"{head}: {_metrics_line(m)}, {took}. Results in {out} (training curves: curves.png)."
     cur = m["curation"]
     low = ", ".join(Path(p).name for p in cur["lowest_weight"][:5])
-    return "\n".join([
-        f"{head}: no labelled test images, so no AUROC; {took}.",
-        f"{cur['n_flagged']} of {m['n_train']} training images down-weighted (w < 1); the least trusted: {low}.",
-        f"Threshold τ = {m['threshold']:.4g}: new images scoring above it are called defective.",
-        f"Results in {out}: weights.csv (every training image's weight and score), weights.png, gallery.png (the least trusted); "
-        f"score new images with `comet-nb eval --checkpoint {out} --data FOLDER`."])
+    return "\n".join(
+        [
+            f"{head}: no labelled test images, so no AUROC; {took}.",
+            f"{cur['n_flagged']} of {m['n_train']} training images down-weighted (w < 1); the least "
+            f"trusted: {low}.",
+            f"Threshold τ = {m['threshold']:.4g}: new images scoring above it are called defective.",
+            f"Results in {out}: weights.csv (every training image's weight and score), weights.png, "
+            "gallery.png (the least trusted); "
+            f"score new images with `comet-nb eval --checkpoint {out} --data FOLDER`.",
+        ]
+    )
 
 def train_command(args) -> str:
     "`comet-nb train`: one run, files in --out, a short summary."
     from comet_nb.experiments import train_run
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
-        raise ValueError(f"--checkpoint-every {args.checkpoint_every}: give a number of epochs >= 1 (or leave it out: by time only).")
-    if not args.checkpoint_minutes > 0: raise ValueError(f"--checkpoint-minutes {args.checkpoint_minutes}: give a number of minutes > 0.")
+        raise ValueError(
+            f"--checkpoint-every {args.checkpoint_every}: give a number of epochs >= 1 (or leave it out: by "
+            "time only)."
+        )
+    if not args.checkpoint_minutes > 0:
+        raise ValueError(f"--checkpoint-minutes {args.checkpoint_minutes}: give a number of minutes > 0.")
     cfg = config_from_args(args)
     if args.print_config: return json.dumps(cfg.to_dict(), indent=2)
     if args.out is None: raise ValueError("--out is required: the folder for the run's files.")
@@ -229,13 +275,27 @@ def train_command(args) -> str:
 def eval_command(args) -> str:
     "`comet-nb eval`: metrics on a test split, or scores and verdicts for new images."
     from comet_nb.experiments import eval_run
-    r = eval_run(args.checkpoint, args.data, category=args.category, format=args.format, out=args.out, maps=args.maps,
-                 device=args.device, progress=not args.quiet, pretrained=args.pretrained, overlays=args.overlays)
+
+    r = eval_run(
+        args.checkpoint,
+        args.data,
+        category=args.category,
+        format=args.format,
+        out=args.out,
+        maps=args.maps,
+        device=args.device,
+        progress=not args.quiet,
+        pretrained=args.pretrained,
+        overlays=args.overlays,
+    )
     if r.get("mode") == "images":
         where = f"; scores.csv in {args.out}" if args.out else ""
-        if r["threshold"] is None: return f"{r['n']} images scored (the run has no threshold: no verdicts){where}."
+        if r["threshold"] is None:
+            return f"{r['n']} images scored (the run has no threshold: no verdicts){where}."
         flagged = sum(1 for v in r["verdicts"] if v)
-        return f"{r['n']} images scored; {flagged} above the threshold {r['threshold']:.4g} (defective){where}."
+        return (
+            f"{r['n']} images scored; {flagged} above the threshold {r['threshold']:.4g} (defective){where}."
+        )
     drawn = f", {len(r['overlays'])} overlays in {Path(args.out) / 'overlays'}" if r.get("overlays") else ""
     return _metrics_line(r) + (f"; files in {args.out}{drawn}." if args.out else ".")
 
@@ -256,14 +316,51 @@ def export_command(args) -> str:
                       f"outputs: {', '.join(m['outputs'])}; defective if score > threshold = {t}"])
 
 # %% ../nbs/35_cli.ipynb #d3fff457
-METHODS = {"baseline": dict(method="baseline"), "comet": dict(method="comet"),
-           "no-meta": dict(method="comet", use_meta=False), "no-scl": dict(method="comet", scl_data=False, scl_model=False),
-           "no-scl-data": dict(method="comet", scl_data=False),
-           "comet-pooled": dict(method="comet", sigma="pooled")}   # not the paper's: the unit-free Σ pooled over rounds (01_uncertainty)
-COLUMNS = ("category", "model", "method", "noise", "seed", "i_auroc", "i_auroc_se", "p_auroc", "p_aupro", "precision", "recall", "f1", "f1_max",
-           "threshold", "nn_reference_i_auroc", "n_flagged", "n_flagged_known", "n_contaminants", "curation_auroc", "epochs", "seconds", "run")
+METHODS = {
+    "baseline": dict(method="baseline"),
+    "comet": dict(method="comet"),
+    "no-meta": dict(method="comet", use_meta=False),
+    "no-scl": dict(method="comet", scl_data=False, scl_model=False),
+    "no-scl-data": dict(method="comet", scl_data=False),
+    "comet-pooled": dict(method="comet", sigma="pooled"),
+}   # not the paper's: the unit-free Σ pooled over rounds (01_uncertainty)
+COLUMNS = (
+    "category",
+    "model",
+    "method",
+    "noise",
+    "seed",
+    "i_auroc",
+    "i_auroc_se",
+    "p_auroc",
+    "p_aupro",
+    "precision",
+    "recall",
+    "f1",
+    "f1_max",
+    "threshold",
+    "nn_reference_i_auroc",
+    "n_flagged",
+    "n_flagged_known",
+    "n_contaminants",
+    "curation_auroc",
+    "epochs",
+    "seconds",
+    "run",
+)
 EXECUTORS = ("local", "ray")
-SWEPT = ("category", "model", "method", "use_meta", "scl_data", "scl_model", "sigma", "noise", "seed")   # set by the lists and --methods
+SWEPT = (
+    "category",
+    "model",
+    "method",
+    "use_meta",
+    "scl_data",
+    "scl_model",
+    "sigma",
+    "noise",
+    "seed",
+)  # set by the lists and --methods
+
 
 def sweep_grid(categories, models, methods, noises, seeds, **common) -> list:
     "The RunConfig fields of every run of a grid, with a folder name each: [(name, fields, method)]."
@@ -272,7 +369,9 @@ def sweep_grid(categories, models, methods, noises, seeds, **common) -> list:
     runs = []
     for cat, model, method, noise, seed in itertools.product(categories, models, methods, noises, seeds):
         name = f"{cat or 'all'}-{model}-{method}-noise{noise:g}-seed{seed}"
-        runs.append((name, dict(common, category=cat, model=model, noise=noise, seed=seed, **METHODS[method]), method))
+        runs.append(
+            (name, dict(common, category=cat, model=model, noise=noise, seed=seed, **METHODS[method]), method)
+        )
     return runs
 
 def _finished(d: Path, fields: dict) -> bool:
@@ -286,30 +385,45 @@ def _can_resume(d: Path) -> bool: return (d / "checkpoint.pt").is_file() and (d 
 _SLOT = None   # this pool worker's line on the terminal (its progress bar's position); None outside a pool
 
 def train_one(fields: dict, d, progress: bool = False) -> dict:
-    "One run of a sweep in folder d: resumed when d holds its checkpoint, started afresh otherwise. What every executor calls."
+    """One run of a sweep in folder d: resumed when d holds its
+    checkpoint, started afresh otherwise. What every executor calls."""
     from comet_nb.experiments import RunConfig, train_run
-    d = Path(d); resume = _can_resume(d)
-    if progress and _SLOT is not None: progress = dict(desc=d.name[-40:], position=_SLOT, leave=False)   # runs side by side: a bar each
+
+    d = Path(d)
+    resume = _can_resume(d)
+    if progress and _SLOT is not None:
+        progress = dict(desc=d.name[-40:], position=_SLOT, leave=False)  # runs side by side: a bar each
     return train_run(RunConfig(**fields), d, resume=resume, progress=progress, overwrite=not resume)
 
-def run_sweep(runs, out, progress: bool = True, executor: str = "local", address: str | None = None,
-              jobs: int = 1) -> list:     # local runs at a time, each in its own process with its share of the cores
-    "Train every run of `sweep_grid` under out/runs/NAME (skipping finished ones, resuming interrupted ones) on `executor`; returns the tidy rows."
+def run_sweep(
+    runs, out, progress: bool = True, executor: str = "local", address: str | None = None, jobs: int = 1
+) -> list:  # local runs at a time, each in its own process with its share of the cores
+    """Train every run of `sweep_grid` under out/runs/NAME (skipping finished
+    ones, resuming interrupted ones) on `executor`; returns the tidy rows."""
     from comet_nb.experiments import check_writable
-    if executor not in EXECUTORS: raise ValueError(f"executor {executor!r} is not available; choose from {list(EXECUTORS)}.")
-    if not (isinstance(jobs, int) and jobs >= 1): raise ValueError(f"jobs must be an integer >= 1 (runs at a time); got {jobs!r}.")
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor {executor!r} is not available; choose from {list(EXECUTORS)}.")
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ValueError(f"jobs must be an integer >= 1 (runs at a time); got {jobs!r}.")
     from comet_nb.experiments import RunConfig
-    for name, fields, _ in runs:                                 # every run's settings checked before the first one trains
+
+    for name, fields, _ in runs:  # every run's settings checked before the first one trains
         try: RunConfig(**fields)
         except ValueError as e: raise ValueError(f"run {name}: {e}") from None
     out = check_writable(out)
-    done = {name: json.loads((out / "runs" / name / "metrics.json").read_text()) for name, fields, _ in runs if _finished(out / "runs" / name, fields)}
+    done = {
+        name: json.loads((out / "runs" / name / "metrics.json").read_text())
+        for name, fields, _ in runs
+        if _finished(out / "runs" / name, fields)
+    }
     todo = [(name, fields, out / "runs" / name) for name, fields, _ in runs if name not in done]
     if executor == "ray": done.update(ray_runs(todo, progress, address))
     elif jobs > 1 and len(todo) > 1: done.update(pool_runs(todo, jobs, progress))
     else:
         for k, (name, fields, d) in enumerate(todo):
-            if progress: print(f"[{k + 1}/{len(todo)}] {name}{' (resuming)' if _can_resume(d) else ''}", flush=True)
+            if progress:
+                print(f"[{k + 1}/{len(todo)}] {name}{' (resuming)' if _can_resume(d) else ''}", flush=True)
             done[name] = train_one(fields, d, progress)
     rows = [_row(done[name], fields, method, out / "runs" / name) for name, fields, method in runs]
     _write_csv(out / "results.csv", rows)
@@ -323,11 +437,15 @@ def _set_threads(n: int, slots=None) -> None:
     if slots is not None: _SLOT = slots.get()
 
 def pool_runs(todo, jobs: int, progress: bool = True) -> dict:
-    "Run `train_one(fields, d)` for each (name, fields, d) of `todo`, `jobs` at a time in fresh processes; {name: metrics}."
+    """Run `train_one(fields, d)` for each (name, fields, d) of
+    `todo`, `jobs` at a time in fresh processes; {name: metrics}."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    from comet_nb import cli                                     # by the module's name: a fresh process can import what it runs
-    threads = max(1, (os.cpu_count() or 1) // jobs)              # a thread count is part of a run's arithmetic, like a seed
+    from comet_nb import cli  # by the module's name: a fresh process can import what it runs
+
+    threads = max(
+        1, (os.cpu_count() or 1) // jobs
+    )  # a thread count is part of a run's arithmetic, like a seed
     ctx = multiprocessing.get_context("spawn")
     slots = ctx.Queue()
     for k in range(jobs): slots.put(k + 1)                       # line 0 stays for this process's messages
@@ -336,17 +454,42 @@ def pool_runs(todo, jobs: int, progress: bool = True) -> dict:
     try:
         futures = {pool.submit(cli.train_one, fields, d, progress): name for name, fields, d in todo}
         for k, f in enumerate(as_completed(futures)):
-            results[futures[f]] = f.result()                    # a run's own error stops the sweep; finished runs are kept
+            results[futures[f]] = f.result()  # a run's own error stops the sweep; finished runs are kept
             if progress: print(f"[{k + 1}/{len(todo)}] {futures[f]} finished ({jobs} at a time)", flush=True)
     finally: pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 def _row(m: dict, fields: dict, method: str, d) -> dict:
     cur = m.get("curation") or {}
-    return dict(category=fields.get("category") or "", model=fields["model"], method=method, noise=fields["noise"], seed=fields["seed"],
-                **{k: m.get(k) for k in ("i_auroc", "i_auroc_se", "p_auroc", "p_aupro", "precision", "recall", "f1", "f1_max", "threshold", "nn_reference_i_auroc", "epochs", "seconds")},
-                n_flagged=cur.get("n_flagged"), n_flagged_known=cur.get("n_flagged_known"), n_contaminants=cur.get("n_known_defective"),
-                curation_auroc=cur.get("auroc_scores"), run=str(d))
+    return dict(
+        category=fields.get("category") or "",
+        model=fields["model"],
+        method=method,
+        noise=fields["noise"],
+        seed=fields["seed"],
+        **{
+            k: m.get(k)
+            for k in (
+                "i_auroc",
+                "i_auroc_se",
+                "p_auroc",
+                "p_aupro",
+                "precision",
+                "recall",
+                "f1",
+                "f1_max",
+                "threshold",
+                "nn_reference_i_auroc",
+                "epochs",
+                "seconds",
+            )
+        },
+        n_flagged=cur.get("n_flagged"),
+        n_flagged_known=cur.get("n_flagged_known"),
+        n_contaminants=cur.get("n_known_defective"),
+        curation_auroc=cur.get("auroc_scores"),
+        run=str(d),
+    )
 
 def _write_csv(path, rows):
     from comet_nb.experiments import atomic_write, _csv
@@ -368,42 +511,93 @@ def _read(rows_or_csv) -> list:
     if isinstance(rows_or_csv, (str, Path)):
         with open(rows_or_csv, newline="") as f: rows = list(csv.DictReader(f))
         num = [c for c in COLUMNS if c not in ("category", "model", "method", "run")]
-        return [{k: (float(v) if k in num and v not in ("", None) else (None if k in num else v)) for k, v in r.items()} for r in rows]
+        return [
+            {
+                k: (float(v) if k in num and v not in ("", None) else (None if k in num else v))
+                for k, v in r.items()
+            }
+            for r in rows
+        ]
     return list(rows_or_csv)
 
 def _md(header, body) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(str, r)) + " |" for r in body])
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(map(str, r)) + " |" for r in body]
+    )
+
 
 def paper_tables(rows_or_csv) -> str:
-    "Tables 1–3 (I/P-AUROC per category), 4 (precision/recall/F1) and 5 (ablation) of a sweep, as markdown, in percent."
+    """Tables 1–3 (I/P-AUROC per category), 4 (precision/recall/F1)
+    and 5 (ablation) of a sweep, as markdown, in percent."""
     rows = _read(rows_or_csv)
     if not rows: raise ValueError("no results: the sweep has no finished runs.")
-    cols = sorted({(r["model"], r["method"]) for r in rows}); out = []
+    cols = sorted({(r["model"], r["method"]) for r in rows})
+    out = []
     for noise in sorted({r["noise"] for r in rows}):
         at = [r for r in rows if r["noise"] == noise]
-        body = [[cat] + [f"{_cell([r['i_auroc'] for r in at if r['category'] == cat and (r['model'], r['method']) == c])} / "
-                         f"{_cell([r['p_auroc'] for r in at if r['category'] == cat and (r['model'], r['method']) == c])}" for c in cols]
-                for cat in sorted({r["category"] for r in at})]
-        out += [f"**I-AUROC / P-AUROC (%), noise {noise:g}** (Tables 1–3)", "", _md(["category"] + [f"{m} {me}" for m, me in cols], body), ""]
-    body = [[f"{m} {me}"] + [_cell([r[k] for r in rows if (r["model"], r["method"]) == (m, me)]) for k in ("precision", "recall", "f1", "f1_max")] for m, me in cols]
-    out += ["**Precision, recall, F1 at the training threshold; F1-max is an oracle** (Table 4, all runs)", "",
-            _md(["model / method", "precision", "recall", "F1", "F1-max (oracle)"], body), ""]
-    body = [[me] + [_cell([r["i_auroc"] for r in rows if r["model"] == m and r["method"] == me]) for m in sorted({r["model"] for r in rows})]
-            for me in [x for x in METHODS if any(r["method"] == x for r in rows)]]
-    out += ["**Mean I-AUROC (%) by method** (Table 5, all categories, noise levels and seeds)", "", _md(["method"] + sorted({r["model"] for r in rows}), body)]
+        body = [
+            [cat]
+            + [
+                f"{_cell([r['i_auroc'] for r in at if r['category'] == cat and (r['model'], r['method']) == c])} / "
+                f"{_cell([r['p_auroc'] for r in at if r['category'] == cat and (r['model'], r['method']) == c])}"
+                for c in cols
+            ]
+            for cat in sorted({r["category"] for r in at})
+        ]
+        out += [
+            f"**I-AUROC / P-AUROC (%), noise {noise:g}** (Tables 1–3)",
+            "",
+            _md(["category"] + [f"{m} {me}" for m, me in cols], body),
+            "",
+        ]
+    body = [
+        [f"{m} {me}"]
+        + [
+            _cell([r[k] for r in rows if (r["model"], r["method"]) == (m, me)])
+            for k in ("precision", "recall", "f1", "f1_max")
+        ]
+        for m, me in cols
+    ]
+    out += [
+        "**Precision, recall, F1 at the training threshold; F1-max is an oracle** (Table 4, all runs)",
+        "",
+        _md(["model / method", "precision", "recall", "F1", "F1-max (oracle)"], body),
+        "",
+    ]
+    body = [
+        [me]
+        + [
+            _cell([r["i_auroc"] for r in rows if r["model"] == m and r["method"] == me])
+            for m in sorted({r["model"] for r in rows})
+        ]
+        for me in [x for x in METHODS if any(r["method"] == x for r in rows)]
+    ]
+    out += [
+        "**Mean I-AUROC (%) by method** (Table 5, all categories, noise levels and seeds)",
+        "",
+        _md(["method"] + sorted({r["model"] for r in rows}), body),
+    ]
     return "\n".join(out)
 
 def noise_plot(rows_or_csv, path=None):
-    "Fig. 5: image AUROC against the fraction of anomalous training images, one line per model and method (mean ± sd over categories and seeds)."
+    """Fig. 5: image AUROC against the fraction of anomalous training images, one
+    line per model and method (mean ± sd over categories and seeds)."""
     import matplotlib.pyplot as plt
     rows = _read(rows_or_csv)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for m, me in sorted({(r["model"], r["method"]) for r in rows}):
         xs = sorted({r["noise"] for r in rows if (r["model"], r["method"]) == (m, me)})
-        stats = [_mean_sd([r["i_auroc"] for r in rows if (r["model"], r["method"], r["noise"]) == (m, me, x)]) for x in xs]
+        stats = [
+            _mean_sd([r["i_auroc"] for r in rows if (r["model"], r["method"], r["noise"]) == (m, me, x)])
+            for x in xs
+        ]
         mu, sd = [s[0] for s in stats], [s[1] for s in stats]
         ax.errorbar([100 * x for x in xs], mu, yerr=sd, marker="o", capsize=3, label=f"{m} {me}")
-    ax.set_xlabel("anomalous training images (%)"); ax.set_ylabel("image AUROC"); ax.legend(fontsize=8); fig.tight_layout()
+    ax.set_xlabel("anomalous training images (%)")
+    ax.set_ylabel("image AUROC")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     if path is not None:
         from comet_nb.experiments import atomic_write, _png
         atomic_write(path, _png(fig))
@@ -416,13 +610,16 @@ def sweep_common(args) -> dict:
     plain = {"use_meta": True, "scl_data": True, "scl_model": True, "sigma": "paper"}
     off = [json.dumps({k: v})[1:-1] for k, v in fixed.items() if v != plain[k]]      # as the file spells them
     if off:
-        raise ValueError(f"{args.config} switches parts of CoMet ({', '.join(off)}); "
-                         "in a sweep they come from --methods (no-meta, no-scl, no-scl-data, comet-pooled), so remove them from the file.")
+        raise ValueError(
+            f"{args.config} switches parts of CoMet ({', '.join(off)}); "
+            "in a sweep they come from --methods (no-meta, no-scl, no-scl-data, comet-pooled), so remove them from the file."
+        )
     common = {k: v for k, v in base.items() if k not in SWEPT}
     common.update({k: getattr(args, k) for k in args.config_fields if getattr(args, k) is not None})
     data = common.get("data", "demo")
     if data != "demo":
-        if not Path(data).is_dir(): raise FileNotFoundError(f"--data {data}: no such folder. Give 'demo' or a dataset folder.")
+        if not Path(data).is_dir():
+            raise FileNotFoundError(f"--data {data}: no such folder. Give 'demo' or a dataset folder.")
         common["data"] = str(Path(data).resolve())      # the same runs from any folder, on any node
     return common
 
@@ -434,13 +631,27 @@ def _print_runs(runs) -> str:
 def sweep_command(args) -> str:
     "`comet-nb sweep`: run the grid, write results.csv, tables.md and noise.png."
     common = sweep_common(args)
-    if args.out is None and not args.print_config: raise ValueError("--out is required: the folder for the sweep's runs and tables.")
+    if args.out is None and not args.print_config:
+        raise ValueError("--out is required: the folder for the sweep's runs and tables.")
     if args.jobs < 1: raise ValueError(f"--jobs {args.jobs}: give the number of runs at a time, >= 1.")
     if args.grid == "evidence": return evidence_command(args, common)
-    runs = sweep_grid(args.categories or [None], args.models, args.methods or ["baseline", "comet"], args.noise or [0.0, 0.1],
-                      args.seeds or [0], **common)
+    runs = sweep_grid(
+        args.categories or [None],
+        args.models,
+        args.methods or ["baseline", "comet"],
+        args.noise or [0.0, 0.1],
+        args.seeds or [0],
+        **common,
+    )
     if args.print_config: return _print_runs(runs)
-    rows = run_sweep(runs, args.out, progress=not args.quiet, executor=args.executor, address=args.ray_address, jobs=args.jobs)
+    rows = run_sweep(
+        runs,
+        args.out,
+        progress=not args.quiet,
+        executor=args.executor,
+        address=args.ray_address,
+        jobs=args.jobs,
+    )
     out = Path(args.out)
     tables = paper_tables(rows)
     from comet_nb.experiments import atomic_write
@@ -452,19 +663,41 @@ def sweep_command(args) -> str:
 def evidence_command(args, common: dict) -> str:
     "`comet-nb sweep --grid evidence`: the results notebook's sweep, its tables, figures and report."
     if args.methods is not None or args.noise is not None:
-        raise ValueError("--grid evidence has its own methods and noise levels (Fig. 5 and Table 5): leave out --methods and --noise.")
+        raise ValueError(
+            "--grid evidence has its own methods and noise levels (Fig. 5 and Table 5): leave out --methods and --noise."
+        )
     from comet_nb.demo import DEMO_CATEGORIES
     from comet_nb.results import evidence_runs, write_evidence, evidence_report
     cats = args.categories or (list(DEMO_CATEGORIES) if common.get("data", "demo") == "demo" else [None])
-    seeds = {} if args.seeds is None else dict(seeds=args.seeds, extra_seeds=())   # --seeds: the same seeds for every run
+    seeds = (
+        {} if args.seeds is None else dict(seeds=args.seeds, extra_seeds=())
+    )  # --seeds: the same seeds for every run
     runs = evidence_runs(categories=cats, models=args.models, **seeds, **common)
     if args.print_config: return _print_runs(runs)
-    rows = run_sweep(runs, args.out, progress=not args.quiet, executor=args.executor, address=args.ray_address, jobs=args.jobs)
+    rows = run_sweep(
+        runs,
+        args.out,
+        progress=not args.quiet,
+        executor=args.executor,
+        address=args.ray_address,
+        jobs=args.jobs,
+    )
     report = evidence_report(write_evidence(rows, args.out))
-    return report + f"\n{len(rows)} runs; runs.csv, pairs.csv, training_scores.csv, report.md and figures in {args.out}."
+    return (
+        report
+        + f"\n{len(rows)} runs; runs.csv, pairs.csv, training_scores.csv, report.md and figures in {args.out}."
+    )
+
 
 # %% ../nbs/35_cli.ipynb #aaa07840
-_RAY_ENV = ("COMET_NB_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "TORCH_HOME", "XDG_CACHE_HOME")   # where data and weights live: the same for every worker
+_RAY_ENV = (
+    "COMET_NB_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_HOME",
+    "TORCH_HOME",
+    "XDG_CACHE_HOME",
+)  # where data and weights live: the same for every worker
+
 
 def _cause(e: BaseException) -> BaseException:
     "The exception raised inside a Ray task, rather than Ray's wrapper of it."
@@ -472,109 +705,199 @@ def _cause(e: BaseException) -> BaseException:
     return c if isinstance(c, BaseException) else e
 
 def ray_runs(todo, progress: bool = True, address: str | None = None) -> dict:
-    "Run `train_one(fields, d)` for each (name, fields, d) of `todo` as Ray tasks; {name: metrics} once all have finished."
+    """Run `train_one(fields, d)` for each (name, fields, d) of `todo`
+    as Ray tasks; {name: metrics} once all have finished."""
     if not todo: return {}
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"            # before ray is imported: no usage statistics leave the machine
-    try: import ray
+    os.environ["RAY_USAGE_STATS_ENABLED"] = (
+        "0"  # before ray is imported: no usage statistics leave the machine
+    )
+    try:
+        import ray
     except ImportError as e:
-        raise RuntimeError("--executor ray needs Ray, an optional extra: pip install \"comet_nb[ray]\" (or run the sweep with --executor local).") from e
+        raise RuntimeError(
+            "--executor ray needs Ray, an optional extra: pip install \"comet_nb[ray]\" (or run the sweep with --executor local)."
+        ) from e
     started = not ray.is_initialized()
     if started:
         env = {k: os.environ[k] for k in _RAY_ENV if k in os.environ}
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR", configure_logging=False,
-                 runtime_env={"env_vars": env} if env else None)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            configure_logging=False,
+            runtime_env={"env_vars": env} if env else None,
+        )
     try:
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(train_one)
-        pending = {task.options(num_cpus=1, num_gpus=1 if gpus and fields.get("device", "auto") != "cpu" else 0).remote(fields, str(Path(d).resolve())): name
-                   for name, fields, d in todo}
+        pending = {
+            task.options(
+                num_cpus=1, num_gpus=1 if gpus and fields.get("device", "auto") != "cpu" else 0
+            ).remote(fields, str(Path(d).resolve())): name
+            for name, fields, d in todo
+        }
         results, n = {}, 0
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            name = pending.pop(ready[0]); n += 1
+            name = pending.pop(ready[0])
+            n += 1
             try: results[name] = ray.get(ready[0])
             except Exception as e:
                 for ref in pending: ray.cancel(ref, force=True)
-                if _cause(e) is not e: raise _cause(e) from None        # the run's own error (bad data, ...), as the local executor gives it
-                raise RuntimeError(f"run {name} failed on Ray ({type(e).__name__}: {str(e)[:300]}); finished runs are kept: "
-                                   "run the sweep again to resume.") from None
+                if _cause(e) is not e:
+                    raise _cause(
+                        e
+                    ) from None  # the run's own error (bad data, ...), as the local executor gives it
+                raise RuntimeError(
+                    f"run {name} failed on Ray ({type(e).__name__}: {str(e)[:300]}); finished runs are kept: "
+                    "run the sweep again to resume."
+                ) from None
             if progress: print(f"[{n}/{len(todo)}] {name} finished on ray", flush=True)
         return results
     finally:
         if started: ray.shutdown()
 
 # %% ../nbs/35_cli.ipynb #b9a4844b
-DEMO_EPOCHS = {"simplenet": 30, "differnet": 60}   # what fits ~5 minutes on a 2-core CPU with three seeds (time budget, not test results)
+DEMO_EPOCHS = {
+    "simplenet": 30,
+    "differnet": 60,
+}  # what fits ~5 minutes on a 2-core CPU with three seeds (time budget, not test results)
+
 
 def _gallery(run_dir, path, note: str = "") -> None:
-    "The lowest-weight training images of one run (its weights.csv), contaminants framed, as a PNG; `note` joins the title."
+    """The lowest-weight training images of one run (its weights.csv),
+    contaminants framed, as a PNG; `note` joins the title."""
     from comet_nb.metrics import lowest_weight_gallery
     from comet_nb.experiments import atomic_write, _png
     with open(Path(run_dir) / "weights.csv", newline="") as f: w = list(csv.DictReader(f))
     known = [r["contaminant"] == "1" for r in w]
-    fig = lowest_weight_gallery([r["path"] for r in w], [float(r["weight"]) for r in w], [float(r["score"]) for r in w],
-                                k=8, known_defective=known if any(known) else None, note=note)
+    fig = lowest_weight_gallery(
+        [r["path"] for r in w],
+        [float(r["weight"]) for r in w],
+        [float(r["score"]) for r in w],
+        k=8,
+        known_defective=known if any(known) else None,
+        note=note,
+    )
     atomic_write(path, _png(fig))
 
 def demo_jobs() -> int:
     "Runs the demo trains at a time: one per core, at most four."
     return max(1, min(4, os.cpu_count() or 1))
 
-def image_demo(out="comet-nb-demo",       # folder for the runs, the evidence tables and the figures (finished runs are reused)
-               seeds: int = 3,            # seeds 0 .. seeds-1; each seed draws its own contamination and initialisation
-               noise=(0.1,),              # fractions of defective images in the training set
-               category: str = "brick",   # demo category: brick, grass or gravel
-               epochs: dict | int | None = None,      # None: DEMO_EPOCHS; an int for both models
-               image_size: int | None = None,         # None: the small presets' sizes
-               backbone: str = "efficientnet_lite0",  # the shipped ImageNet backbone; 'paper': WRN-50 / AlexNet (a download)
-               pretrained=True,                       # ImageNet weights; False: random (mechanics only), or a weight file
-               progress: bool = True,
-               jobs: int | None = None) -> str:       # runs at a time (None: `demo_jobs()`)
-    "The short version of the results notebook: the harm, CoMet against the baseline, what the weights found — with SEs and verdicts."
-    if not (isinstance(seeds, int) and seeds >= 1): raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}.")
-    if not any(noise): raise ValueError(f"noise {tuple(noise)}: give at least one fraction > 0 (the clean baseline is always run beside it).")
+def image_demo(
+    out="comet-nb-demo",  # folder for the runs, the evidence tables and the figures (finished runs are reused)
+    seeds: int = 3,  # seeds 0 .. seeds-1; each seed draws its own contamination and initialisation
+    noise=(0.1,),  # fractions of defective images in the training set
+    category: str = "brick",  # demo category: brick, grass or gravel
+    epochs: dict | int | None = None,  # None: DEMO_EPOCHS; an int for both models
+    image_size: int | None = None,  # None: the small presets' sizes
+    backbone: str = "efficientnet_lite0",  # the shipped ImageNet backbone; 'paper': WRN-50 / AlexNet (a download)
+    pretrained=True,  # ImageNet weights; False: random (mechanics only), or a weight file
+    progress: bool = True,
+    jobs: int | None = None,
+) -> str:       # runs at a time (None: `demo_jobs()`)
+    """The short version of the results notebook: the harm, CoMet against
+    the baseline, what the weights found — with SEs and verdicts."""
+    if not (isinstance(seeds, int) and seeds >= 1):
+        raise ValueError(f"seeds must be an integer >= 1; got {seeds!r}.")
+    if not any(noise):
+        raise ValueError(
+            f"noise {tuple(noise)}: give at least one fraction > 0 (the clean baseline is always run beside it)."
+        )
     from comet_nb.features import backbone_words
     t0 = time.perf_counter()
-    ep = dict(DEMO_EPOCHS) if epochs is None else {m: epochs for m in DEMO_EPOCHS} if isinstance(epochs, int) else dict(epochs)
+    ep = (
+        dict(DEMO_EPOCHS)
+        if epochs is None
+        else {m: epochs for m in DEMO_EPOCHS}
+        if isinstance(epochs, int)
+        else dict(epochs)
+    )
     size = {} if image_size is None else dict(image_size=image_size)
     common = dict(data="demo", preset="small", backbone=backbone, pretrained=pretrained, **size)
     runs = []
     for model in ("simplenet", "differnet"):
-        runs += sweep_grid([category], [model], ["baseline"], [0.0], list(range(seeds)), epochs=ep[model], **common)   # the clean reference
-        runs += sweep_grid([category], [model], ["baseline", "comet"], [x for x in noise if x], list(range(seeds)), epochs=ep[model], **common)
+        runs += sweep_grid(
+            [category], [model], ["baseline"], [0.0], list(range(seeds)), epochs=ep[model], **common
+        )  # the clean reference
+        runs += sweep_grid(
+            [category],
+            [model],
+            ["baseline", "comet"],
+            [x for x in noise if x],
+            list(range(seeds)),
+            epochs=ep[model],
+            **common,
+        )
     rows = run_sweep(runs, out, progress=progress, jobs=demo_jobs() if jobs is None else jobs)
     from comet_nb.results import write_evidence, load_evidence, short_report, scores_figure, save_png
     out, top = Path(out), max(noise)
     r, pairs, ts = load_evidence(write_evidence(rows, out, at=top))
-    save_png(scores_figure(ts, title=f"{category}, {100 * top:g} % defective: red right of the dashed line = contaminants down-weighted"),
-             out / "scores.png")
+    save_png(
+        scores_figure(
+            ts,
+            title=f"{category}, {100 * top:g} % defective: red right of the dashed line = contaminants down-weighted",
+        ),
+        out / "scores.png",
+    )
     for model in ("simplenet", "differnet"):
         rr = [x for x in rows if (x["model"], x["method"], x["noise"], x["seed"]) == (model, "comet", top, 0)]
-        if rr: _gallery(rr[0]["run"], out / f"gallery-{model}.png", f"{model}, CoMet, seed 0, {100 * top:g} % defective")
-    return "\n".join([
-        f"Baseline vs CoMet on the demo set ({category}, {', '.join(f'{100 * x:g} %' for x in noise)} of the training images defective and "
-        f"unlabelled), {seeds} seed(s), features: {backbone_words(backbone, pretrained)}, last epoch, threshold from training scores only.",
-        "", short_report(r, pairs, ts, top), "",
-        f"Files in {out}: runs.csv, pairs.csv, training_scores.csv, scores.png (training scores of contaminants and nominal images), "
-        "gallery-*.png (lowest-weight training images, contaminants framed red; Fig. 2), runs/*.",
-        f"({time.perf_counter() - t0:.0f} s; a second call reuses the finished runs. The results notebook pools three categories; "
-        "`comet-nb demo --toy`: the 2-D toy in seconds.)"])
+        if rr:
+            _gallery(
+                rr[0]["run"],
+                out / f"gallery-{model}.png",
+                f"{model}, CoMet, seed 0, {100 * top:g} % defective",
+            )
+    return "\n".join(
+        [
+            f"Baseline vs CoMet on the demo set ({category}, {', '.join(f'{100 * x:g} %' for x in noise)} of the training images defective and "
+            f"unlabelled), {seeds} seed(s), features: {backbone_words(backbone, pretrained)}, last epoch, threshold from training scores only.",
+            "",
+            short_report(r, pairs, ts, top),
+            "",
+            f"Files in {out}: runs.csv, pairs.csv, training_scores.csv, scores.png (training scores of contaminants and nominal images), "
+            "gallery-*.png (lowest-weight training images, contaminants framed red; Fig. 2), runs/*.",
+            f"({time.perf_counter() - t0:.0f} s; a second call reuses the finished runs. The results notebook pools three categories; "
+            "`comet-nb demo --toy`: the 2-D toy in seconds.)",
+        ]
+    )
 
 def demo_command(args) -> str:
     "`comet-nb demo`: the image demo, or the 2-D toy with --toy (its report also in --out/toy.txt)."
-    if args.epochs is not None and args.epochs < 1: raise ValueError(f"--epochs {args.epochs}: give a number of epochs >= 1.")
-    if args.seeds is not None and args.seeds < 1: raise ValueError(f"--seeds {args.seeds}: give a number of seeds >= 1.")
-    if args.jobs is not None and args.jobs < 1: raise ValueError(f"--jobs {args.jobs}: give the number of runs at a time, >= 1.")
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs}: give a number of epochs >= 1.")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds}: give a number of seeds >= 1.")
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: give the number of runs at a time, >= 1.")
     if args.toy:
         from comet_nb.experiments import atomic_write, check_writable
-        out = None if args.out is None else check_writable(args.out)   # before the work: an unwritable folder fails at once
+
+        out = (
+            None if args.out is None else check_writable(args.out)
+        )  # before the work: an unwritable folder fails at once
         report = toy_demo(3 if args.seeds is None else args.seeds, 60 if args.epochs is None else args.epochs)
         if out is None: return report
         atomic_write(out / "toy.txt", report + "\n")
         return report + f"\n(Also in {out / 'toy.txt'}.)"
-    if not any(args.noise): raise ValueError(f"--noise {','.join(map(str, args.noise))}: give at least one fraction > 0 (the clean baseline always runs beside it).")
-    return image_demo(args.out or "comet-nb-demo", 3 if args.seeds is None else args.seeds, tuple(args.noise), args.category, args.epochs, args.image_size,
-                      args.backbone, args.pretrained, progress=not args.quiet, jobs=args.jobs)
+    if not any(args.noise):
+        raise ValueError(
+            f"--noise {','.join(map(str, args.noise))}: give at least one fraction > 0 (the clean baseline always runs beside it)."
+        )
+    return image_demo(
+        args.out or "comet-nb-demo",
+        3 if args.seeds is None else args.seeds,
+        tuple(args.noise),
+        args.category,
+        args.epochs,
+        args.image_size,
+        args.backbone,
+        args.pretrained,
+        progress=not args.quiet,
+        jobs=args.jobs,
+    )
 
 # %% ../nbs/35_cli.ipynb #a9e402b2
 def _size(b: int) -> str:
@@ -596,7 +919,9 @@ def cache_command(args) -> str:
     from comet_nb.features import cache_entries, feature_cache_dir, prune_cache, size_bytes
     folder = Path(args.dir) if args.dir else feature_cache_dir()
     if args.dir and not folder.is_dir():
-        raise FileNotFoundError(f"--dir {folder}: no such folder. Leave --dir out for the user cache ({feature_cache_dir()}).")
+        raise FileNotFoundError(
+            f"--dir {folder}: no such folder. Leave --dir out for the user cache ({feature_cache_dir()})."
+        )
     if args.older_than is not None and args.older_than < 0:
         raise ValueError(f"--older-than {args.older_than}: give a number of days >= 0.")
     limit = None if args.max_size is None else size_bytes(args.max_size, "--max-size")
@@ -609,57 +934,113 @@ def cache_command(args) -> str:
     gone = prune_cache(folder, older_than_days=age, max_bytes=limit, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     left = sum(e.bytes for e in cache_entries(folder))
-    return "\n".join([f"{verb} {len(gone)} entries, {_size(sum(e.bytes for e in gone))}; {_size(left)} left in {folder}",
-                      *map(_entry_line, gone)])
+    return "\n".join(
+        [
+            f"{verb} {len(gone)} entries, {_size(sum(e.bytes for e in gone))}; {_size(left)} left in {folder}",
+            *map(_entry_line, gone),
+        ]
+    )
 
 # %% ../nbs/35_cli.ipynb #10541d12
 def _explore_settings(args) -> dict:
-    "The Explorer's settings from the command line, checked (data, category, ranges) before any server starts; paths made absolute (the page runs elsewhere)."
+    """The Explorer's settings from the command line, checked (data, category, ranges)
+    before any server starts; paths made absolute (the page runs elsewhere)."""
     from comet_nb.explorer import ExplorerSession, check_settings
-    s = dict(data=args.data, category=args.category, model=args.model, method=args.method, noise=args.noise, kappa=args.kappa, epochs=args.epochs,
-             device=args.device, backbone=args.backbone, pretrained=args.pretrained)
+
+    s = dict(
+        data=args.data,
+        category=args.category,
+        model=args.model,
+        method=args.method,
+        noise=args.noise,
+        kappa=args.kappa,
+        epochs=args.epochs,
+        device=args.device,
+        backbone=args.backbone,
+        pretrained=args.pretrained,
+    )
     s = {k: v for k, v in s.items() if v is not None}
-    for k in ("data", "pretrained"):                                   # the page's kernel runs in a temporary folder
+    for k in ("data", "pretrained"):  # the page's kernel runs in a temporary folder
         if isinstance(s.get(k), str) and s[k] != "demo": s[k] = str(Path(s[k]).expanduser().resolve())
     if isinstance(s.get("pretrained"), str) and not Path(s["pretrained"]).is_file():
-        raise FileNotFoundError(f"weight file not found: {s['pretrained']} (--pretrained). Give an existing file, yes or no.")
+        raise FileNotFoundError(
+            f"weight file not found: {s['pretrained']} (--pretrained). Give an existing file, yes or no."
+        )
     check_settings(**{k: v for k, v in s.items() if k in ("model", "method", "noise", "kappa", "epochs")})
-    ExplorerSession(s.get("data", "demo"), device=s.get("device", "auto")).check_category(s.get("category"))   # a missing folder or device fails here too
+    ExplorerSession(s.get("data", "demo"), device=s.get("device", "auto")).check_category(
+        s.get("category")
+    )  # a missing folder or device fails here too
     return s
 
 def _kernelspec(folder: Path) -> str:
-    "A kernel spec that runs this very Python (so the page finds comet_nb whatever other 'python3' kernels exist); returns its name."
-    k = folder / "kernels" / "comet-nb"; k.mkdir(parents=True)
-    (k / "kernel.json").write_text(json.dumps(dict(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                                                   display_name="Python 3 (comet_nb)", language="python")))
+    """A kernel spec that runs this very Python (so the page finds comet_nb
+    whatever other 'python3' kernels exist); returns its name."""
+    k = folder / "kernels" / "comet-nb"
+    k.mkdir(parents=True)
+    (k / "kernel.json").write_text(
+        json.dumps(
+            dict(
+                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                display_name="Python 3 (comet_nb)",
+                language="python",
+            )
+        )
+    )
     return "comet-nb"
 
-CULL = dict(cull_interval=60, cull_idle_timeout=120)   # seconds: the kernel of a closed tab (no connection) is shut down after 2 idle minutes
+CULL = dict(
+    cull_interval=60, cull_idle_timeout=120
+)  # seconds: the kernel of a closed tab (no connection) is shut down after 2 idle minutes
+
 
 def _voila_command(page, args) -> list:
-    "The Voilà server's command line: this Python, localhost, the port given (no silent retries), idle kernels of closed tabs culled."
-    cmd = [sys.executable, "-m", "voila", str(page), f"--port={args.port}", "--Voila.port_retries=0", f"--Voila.ip={args.ip}", "--show_tracebacks=True"]
-    cmd += [f"--MappingKernelManager.{k}={v}" for k, v in CULL.items()] + ["--MappingKernelManager.cull_connected=False"]
+    """The Voilà server's command line: this Python, localhost, the port
+    given (no silent retries), idle kernels of closed tabs culled."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "voila",
+        str(page),
+        f"--port={args.port}",
+        "--Voila.port_retries=0",
+        f"--Voila.ip={args.ip}",
+        "--show_tracebacks=True",
+    ]
+    cmd += [f"--MappingKernelManager.{k}={v}" for k, v in CULL.items()] + [
+        "--MappingKernelManager.cull_connected=False"
+    ]
     return cmd + (["--no-browser"] if args.no_browser else [])
 
 def explore_command(args) -> str:
-    "`comet-nb explore`: serve the explorer with Voilà on localhost until Ctrl-C (or SIGTERM), or write its notebook (--notebook)."
+    """`comet-nb explore`: serve the explorer with Voilà on localhost
+    until Ctrl-C (or SIGTERM), or write its notebook (--notebook)."""
     import importlib.util, signal, subprocess, tempfile
     import nbformat
     from comet_nb.explorer import app_notebook
     settings = _explore_settings(args)
     if args.notebook:
-        Path(args.notebook).parent.mkdir(parents=True, exist_ok=True); nbformat.write(app_notebook(**settings), args.notebook)
+        Path(args.notebook).parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(app_notebook(**settings), args.notebook)
         return f"wrote {args.notebook}: open it in JupyterLab, or serve it with `voila {args.notebook}`."
     if importlib.util.find_spec("voila") is None:
-        raise RuntimeError("comet-nb explore serves the page with Voilà, which is not installed here: pip install voila (it is a dependency of comet_nb).")
+        raise RuntimeError(
+            "comet-nb explore serves the page with Voilà, which is not installed here: pip install voila (it is a dependency of comet_nb)."
+        )
     with tempfile.TemporaryDirectory(prefix="comet-nb-explore-") as d:
-        d = Path(d); page = d / "CoMet explorer.ipynb"
+        d = Path(d)
+        page = d / "CoMet explorer.ipynb"
         nbformat.write(app_notebook(kernel=_kernelspec(d), **settings), page)
-        env = {**os.environ, "JUPYTER_PATH": os.pathsep.join(filter(None, [str(d), os.environ.get("JUPYTER_PATH")]))}
+        env = {
+            **os.environ,
+            "JUPYTER_PATH": os.pathsep.join(filter(None, [str(d), os.environ.get("JUPYTER_PATH")])),
+        }
         cmd = _voila_command(page, args)
-        print(f"comet-nb explore: the explorer at http://{args.ip}:{args.port}/ (Ctrl-C stops it)", flush=True)
-        old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # SIGTERM: stop the server too, not only this process
+        print(
+            f"comet-nb explore: the explorer at http://{args.ip}:{args.port}/ (Ctrl-C stops it)", flush=True
+        )
+        old = signal.signal(
+            signal.SIGTERM, lambda *_: sys.exit(143)
+        )  # SIGTERM: stop the server too, not only this process
         proc = subprocess.Popen(cmd, cwd=d, env=env)
         try: rc = proc.wait()
         except KeyboardInterrupt: rc = 0
@@ -667,31 +1048,70 @@ def explore_command(args) -> str:
             signal.signal(signal.SIGTERM, old)
             if proc.poll() is None:
                 proc.terminate()
-                try: proc.wait(30)
-                except subprocess.TimeoutExpired: proc.kill(); proc.wait()
-    if rc: raise RuntimeError(f"the Voilà server exited with status {rc} (its messages are above); is port {args.port} in use? Try --port.")
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    if rc:
+        raise RuntimeError(
+            f"the Voilà server exited with status {rc} (its messages are above); is port {args.port} in use? Try --port."
+        )
     return "comet-nb explore: stopped."
 
 # %% ../nbs/35_cli.ipynb #d53df33d
-_FORMATS = ("auto", "mvtec", "viaduct", "ksdd2", "folder", "demo")   # the dataset layouts of comet_nb.experiments (not imported: --help stays instant)
+_FORMATS = (
+    "auto",
+    "mvtec",
+    "viaduct",
+    "ksdd2",
+    "folder",
+    "demo",
+)  # the dataset layouts of comet_nb.experiments (not imported: --help stays instant)
 
-_BACKBONES = ("efficientnet_lite0", "wrn50", "alexnet", "paper")   # comet_nb.features.BACKBONES, plus 'paper' (not imported: --help stays instant)
+_BACKBONES = (
+    "efficientnet_lite0",
+    "wrn50",
+    "alexnet",
+    "paper",
+)  # comet_nb.features.BACKBONES, plus 'paper' (not imported: --help stays instant)
+
 
 def _pretrained_flags(p, default, backbone_default="efficientnet_lite0"):
-    p.add_argument("--backbone", default=backbone_default, choices=_BACKBONES,
-                   help="frozen features: efficientnet_lite0 (ImageNet weights shipped with the kit, offline; the default) or the paper's: "
-                        "wrn50 (SimpleNet), alexnet (DifferNet), 'paper' (each model's own; ImageNet weights downloaded, or --pretrained FILE)")
-    p.add_argument("--pretrained", default=default, type=_yes_no_or,
-                   help="'yes' (ImageNet weights, the default), 'no' (random weights: mechanics tests only) or a weight file")
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False, help="same as --pretrained no")
+    p.add_argument(
+        "--backbone",
+        default=backbone_default,
+        choices=_BACKBONES,
+        help="frozen features: efficientnet_lite0 (ImageNet weights shipped with the kit, offline; the default) or the paper's: "
+        "wrn50 (SimpleNet), alexnet (DifferNet), 'paper' (each model's own; ImageNet weights downloaded, or --pretrained FILE)",
+    )
+    p.add_argument(
+        "--pretrained",
+        default=default,
+        type=_yes_no_or,
+        help="'yes' (ImageNet weights, the default), 'no' (random weights: mechanics tests only) or a weight file",
+    )
+    p.add_argument(
+        "--no-pretrained",
+        dest="pretrained",
+        action="store_const",
+        const=False,
+        help="same as --pretrained no",
+    )
+
 
 def _weight_file_flag(p):
     "--pretrained FILE for a command that rebuilds a trained run's backbone."
-    p.add_argument("--pretrained", type=_yes_no_or,
-                   help="the backbone's weight file, if the run trained on a local file that is elsewhere on this machine")
+    p.add_argument(
+        "--pretrained",
+        type=_yes_no_or,
+        help="the backbone's weight file, if the run trained on a local file that is elsewhere on this machine",
+    )
+
 
 class _LazyParser(argparse.ArgumentParser):
-    "A subcommand's parser that adds its generated flags when it is used: `comet-nb --help` imports no PyTorch."
+    """A subcommand's parser that adds its generated flags when
+    it is used: `comet-nb --help` imports no PyTorch."""
     def __init__(self, *a, **kw):
         super().__init__(*a, **{"allow_abbrev": False, **kw})   # --model must not pass for sweep's --models
         self.later = []
@@ -705,14 +1125,17 @@ class _LazyParser(argparse.ArgumentParser):
         return super().format_help()
 
 def _list_of(conv, what: str):
-    "An argparse type: comma-separated values, each converted by `conv`; a bad one is named, before any work starts."
+    """An argparse type: comma-separated values, each converted by
+    `conv`; a bad one is named, before any work starts."""
     def parse(v: str) -> list:
         items = [x.strip() for x in v.split(",") if x.strip()]
         if not items: raise argparse.ArgumentTypeError(f"{v!r} lists nothing: give {what}.")
         out = []
         for x in items:
-            try: out.append(conv(x))
-            except ValueError: raise argparse.ArgumentTypeError(f"{x!r} (in {v!r}) is not valid: give {what}.") from None
+            try:
+                out.append(conv(x))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{x!r} (in {v!r}) is not valid: give {what}.") from None
         return out
     return parse
 
@@ -731,82 +1154,163 @@ def _fraction(x: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     "The `comet-nb` argument parser, one subcommand per job."
-    p = argparse.ArgumentParser(prog="comet-nb", description="CoMet (Confident Meta-learning) for anomaly detection on uncurated training sets.")
+    p = argparse.ArgumentParser(
+        prog="comet-nb",
+        description="CoMet (Confident Meta-learning) for anomaly detection on uncurated training sets.",
+    )
     p.add_argument("--version", action="version", version=f"comet-nb {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_LazyParser)
-    d = sub.add_parser("demo", help="baseline vs CoMet, both models, on the offline demo images with 10%% contaminated training sets (~5 min on a CPU)",
-                       description="Train SimpleNet and DifferNet, plainly and with CoMet, on the offline demo set with 10% of the training images "
-                                   "defective and unlabelled (ImageNet features of the shipped EfficientNet-Lite0; --backbone paper for the paper's), over a few seeds; print the harm, CoMet against the baseline and what its weights found, with standard errors and verdicts; "
-                                   "write the training scores' figure and the lowest-weight gallery (Fig. 2) to --out. --toy: the 2-D Gaussian toy instead (seconds; with --out its report is also written to --out/toy.txt).")
+    d = sub.add_parser(
+        "demo",
+        help="baseline vs CoMet, both models, on the offline demo images with 10%% contaminated training sets (~5 min on a CPU)",
+        description="Train SimpleNet and DifferNet, plainly and with CoMet, on the offline demo set with 10% of the training images "
+        "defective and unlabelled (ImageNet features of the shipped EfficientNet-Lite0; --backbone paper for the paper's), over a few seeds; print the harm, CoMet against the baseline and what its weights found, with standard errors and verdicts; "
+        "write the training scores' figure and the lowest-weight gallery (Fig. 2) to --out. --toy: the 2-D Gaussian toy instead (seconds; with --out its report is also written to --out/toy.txt).",
+    )
     d.add_argument("--seeds", type=int, help="number of seeds (default: 3)")
-    d.add_argument("--jobs", type=int, help="runs at a time, each in its own process (default: one per CPU core, at most 4)")
-    d.add_argument("--noise", default=[0.1], type=_list_of(_fraction, "comma-separated fractions in [0, 1), e.g. 0,0.1"),
-                   help="comma-separated fractions of defective training images, e.g. 0,0.1 (default: 0.1)")
-    d.add_argument("--category", default="brick", choices=("brick", "grass", "gravel"), help="demo category (default: brick)")
-    d.add_argument("--epochs", type=int, help="training epochs (default: SimpleNet 30, DifferNet 60; --toy: 60)")
+    d.add_argument(
+        "--jobs",
+        type=int,
+        help="runs at a time, each in its own process (default: one per CPU core, at most 4)",
+    )
+    d.add_argument(
+        "--noise",
+        default=[0.1],
+        type=_list_of(_fraction, "comma-separated fractions in [0, 1), e.g. 0,0.1"),
+        help="comma-separated fractions of defective training images, e.g. 0,0.1 (default: 0.1)",
+    )
+    d.add_argument(
+        "--category",
+        default="brick",
+        choices=("brick", "grass", "gravel"),
+        help="demo category (default: brick)",
+    )
+    d.add_argument(
+        "--epochs", type=int, help="training epochs (default: SimpleNet 30, DifferNet 60; --toy: 60)"
+    )
     d.add_argument("--image-size", type=int, help="input size in px (default: the small presets', 128)")
-    d.add_argument("--out", help="output folder; finished runs with the same settings are reused (default: comet-nb-demo; --toy: print only)")
-    d.add_argument("--toy", action="store_true", help="the 2-D Gaussian toy of notebook 03 instead of images (a few seconds)")
+    d.add_argument(
+        "--out",
+        help="output folder; finished runs with the same settings are reused (default: comet-nb-demo; --toy: print only)",
+    )
+    d.add_argument(
+        "--toy",
+        action="store_true",
+        help="the 2-D Gaussian toy of notebook 03 instead of images (a few seconds)",
+    )
     d.add_argument("--quiet", action="store_true", help="no progress lines")
     _pretrained_flags(d, "yes")
-    w = sub.add_parser("weights", help="Soft Confident Learning weights on generated, contaminated training scores",
-                       description="Show the IQR threshold and confidence weights (Eq. 1-2) on a generated, contaminated set of training scores.")
+    w = sub.add_parser(
+        "weights",
+        help="Soft Confident Learning weights on generated, contaminated training scores",
+        description="Show the IQR threshold and confidence weights (Eq. 1-2) on a generated, contaminated set of training scores.",
+    )
     w.add_argument("--n", type=int, default=200, help="training samples (default: 200)")
-    w.add_argument("--contamination", type=float, default=0.05, help="fraction of anomalous samples, in [0, 1) (default: 0.05)")
+    w.add_argument(
+        "--contamination",
+        type=float,
+        default=0.05,
+        help="fraction of anomalous samples, in [0, 1) (default: 0.05)",
+    )
     w.add_argument("--kappa", type=float, default=1.5, help="κ of the IQR threshold, >= 0 (default: 1.5)")
     w.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    t = sub.add_parser("train", help="train a detector (baseline or CoMet) on a dataset and report the paper's metrics",
-                       description="Train DifferNet or SimpleNet, plainly or with CoMet, on a dataset folder (MVTec-AD, VIADUCT, KSDD2 or a plain "
-                                   "folder of images) or on the offline demo set; evaluate the last epoch; write metrics.json, weights.csv, "
-                                   "scores.csv, weights.png and a checkpoint to --out.")
-    t.later.append(config_flags)                                    # one flag per RunConfig field
-    t.add_argument("--config", help="a saved config.json as the base: the run's fields, each flag given replacing one")
-    t.add_argument("--print-config", action="store_true", help="print the resolved config as JSON (a file for --config) and stop")
+    t = sub.add_parser(
+        "train",
+        help="train a detector (baseline or CoMet) on a dataset and report the paper's metrics",
+        description="Train DifferNet or SimpleNet, plainly or with CoMet, on a dataset folder (MVTec-AD, VIADUCT, KSDD2 or a plain "
+        "folder of images) or on the offline demo set; evaluate the last epoch; write metrics.json, weights.csv, "
+        "scores.csv, weights.png and a checkpoint to --out.",
+    )
+    t.later.append(config_flags)  # one flag per RunConfig field
+    t.add_argument(
+        "--config", help="a saved config.json as the base: the run's fields, each flag given replacing one"
+    )
+    t.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config as JSON (a file for --config) and stop",
+    )
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    t.add_argument("--checkpoint-every", type=int, help="also save the checkpoint every N epochs (default: by time only)")
-    t.add_argument("--checkpoint-minutes", type=float, default=5.0,
-                   help="save the checkpoint every M minutes of training, and at the end (default: 5): at most M minutes are lost to a kill")
+    t.add_argument(
+        "--checkpoint-every", type=int, help="also save the checkpoint every N epochs (default: by time only)"
+    )
+    t.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=5.0,
+        help="save the checkpoint every M minutes of training, and at the end (default: 5): at most M minutes are lost to a kill",
+    )
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--out", help="output folder (required to train)")
-    e = sub.add_parser("eval", help="score a test set or new images with a trained run",
-                       description="Score a labelled test split (image/pixel AUROC, precision, recall, F1 at the run's threshold) or a folder of new "
-                                   "images (a score and a verdict per image) with a run written by `comet-nb train`.")
+    e = sub.add_parser(
+        "eval",
+        help="score a test set or new images with a trained run",
+        description="Score a labelled test split (image/pixel AUROC, precision, recall, F1 at the run's threshold) or a folder of new "
+        "images (a score and a verdict per image) with a run written by `comet-nb train`.",
+    )
     e.add_argument("--checkpoint", required=True, help="a run folder (or its checkpoint.pt)")
     e.add_argument("--data", required=True, help="dataset folder, 'demo', or a folder of new images")
     e.add_argument("--category", help="category folder")
     e.add_argument("--format", default="auto", choices=_FORMATS, help="dataset layout (default: detected)")
-    e.add_argument("--maps", action="store_true",
-                   help="write anomaly-map PNGs and, on a labelled test set, overlays of the worst, best and a sample (DifferNet: gradient maps, slow)")
-    e.add_argument("--overlays", type=int, default=3,
-                   help="with --maps: test images per group (worst, best, sample) drawn as overlays (default: 3; 0: none)")
-    e.add_argument("--device", help="'auto' (default: CUDA if present, else Apple's MPS, else CPU; not necessarily where the run trained), 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    e.add_argument(
+        "--maps",
+        action="store_true",
+        help="write anomaly-map PNGs and, on a labelled test set, overlays of the worst, best and a sample (DifferNet: gradient maps, slow)",
+    )
+    e.add_argument(
+        "--overlays",
+        type=int,
+        default=3,
+        help="with --maps: test images per group (worst, best, sample) drawn as overlays (default: 3; 0: none)",
+    )
+    e.add_argument(
+        "--device",
+        help="'auto' (default: CUDA if present, else Apple's MPS, else CPU; not necessarily where the run trained), 'cpu', 'cuda', 'cuda:N' or 'mps'",
+    )
     _weight_file_flag(e)
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.add_argument("--out", help="folder for scores.csv (and maps); default: print only")
-    o = sub.add_parser("export", help="a trained run as one deployable file: ONNX or TorchScript",
-                       description="Write a trained run as one file: the frozen backbone, the trained head, the image score (and "
-                                   "SimpleNet's anomaly map), with the training threshold in its metadata. ONNX runs in ONNX Runtime "
-                                   "(Python, C++, C#, Java, the browser; pip install \"comet_nb[export]\"), TorchScript in libtorch.")
+    o = sub.add_parser(
+        "export",
+        help="a trained run as one deployable file: ONNX or TorchScript",
+        description="Write a trained run as one file: the frozen backbone, the trained head, the image score (and "
+        "SimpleNet's anomaly map), with the training threshold in its metadata. ONNX runs in ONNX Runtime "
+        "(Python, C++, C#, Java, the browser; pip install \"comet_nb[export]\"), TorchScript in libtorch.",
+    )
     o.add_argument("--checkpoint", required=True, help="a run folder (or its checkpoint.pt)")
-    o.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="file format (default: onnx)")
-    o.add_argument("--out", help="the file to write (default: detector.onnx or detector.pt in the run folder)")
+    o.add_argument(
+        "--format", default="onnx", choices=("onnx", "torchscript"), help="file format (default: onnx)"
+    )
+    o.add_argument(
+        "--out", help="the file to write (default: detector.onnx or detector.pt in the run folder)"
+    )
     _weight_file_flag(o)
-    c = sub.add_parser("cache", help="list the feature cache, or prune it (--prune, --max-size)",
-                       description="List the cached features (size, last use, backbone, shape) or remove entries: --prune those "
-                                   "unused for --older-than days (default 30), --max-size the least recently used until the rest fit. "
-                                   "Entries a running job is writing are never removed; files that are not the cache's are never touched.")
-    c.add_argument("--prune", action="store_true", help="remove entries unused for --older-than days (default: 30)")
+    c = sub.add_parser(
+        "cache",
+        help="list the feature cache, or prune it (--prune, --max-size)",
+        description="List the cached features (size, last use, backbone, shape) or remove entries: --prune those "
+        "unused for --older-than days (default 30), --max-size the least recently used until the rest fit. "
+        "Entries a running job is writing are never removed; files that are not the cache's are never touched.",
+    )
+    c.add_argument(
+        "--prune", action="store_true", help="remove entries unused for --older-than days (default: 30)"
+    )
     c.add_argument("--older-than", type=float, help="age in days for --prune (implies it)")
     c.add_argument("--max-size", help="remove the least recently used entries until the cache fits, e.g. 20G")
     c.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     c.add_argument("--dir", help="the cache folder (default: the user cache, $COMET_NB_CACHE/features)")
-    x = sub.add_parser("explore", help="the interactive explorer (κ, γ, λ0, noise; live figures) as a web page on this machine",
-                       description="Serve the explorer of notebook 40 with Voilà on localhost: sliders for κ, γ, λ0 and the contamination, "
-                                   "live training on cached features, the paper's Figures 1, 2 and 5. Ctrl-C stops it.")
+    x = sub.add_parser(
+        "explore",
+        help="the interactive explorer (κ, γ, λ0, noise; live figures) as a web page on this machine",
+        description="Serve the explorer of notebook 40 with Voilà on localhost: sliders for κ, γ, λ0 and the contamination, "
+        "live training on cached features, the paper's Figures 1, 2 and 5. Ctrl-C stops it.",
+    )
     x.add_argument("--data", help="dataset folder, or 'demo' (default: demo)")
     x.add_argument("--category", help="category to start with (default: the dataset's first)")
-    x.add_argument("--model", choices=("differnet", "simplenet"), help="model to start with (default: simplenet)")
+    x.add_argument(
+        "--model", choices=("differnet", "simplenet"), help="model to start with (default: simplenet)"
+    )
     x.add_argument("--method", choices=("baseline", "comet"), help="method to start with (default: comet)")
     x.add_argument("--noise", type=float, help="contamination to start with, 0 to 0.5 (default: 0.1)")
     x.add_argument("--kappa", type=float, help="κ to start with, 0 to 5 (default: 1.5)")
@@ -814,30 +1318,72 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", help="'auto' (default), 'cpu', 'cuda', 'cuda:N' or 'mps'")
     _pretrained_flags(x, "yes")
     x.add_argument("--port", type=int, default=8866, help="port of the page (default: 8866)")
-    x.add_argument("--ip", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
+    x.add_argument(
+        "--ip", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)"
+    )
     x.add_argument("--no-browser", action="store_true", help="do not open a browser")
     x.add_argument("--notebook", help="write the page's notebook to this path instead of serving it")
-    s = sub.add_parser("sweep", help="a grid of runs, one CSV, and the paper's tables and noise plot",
-                       description="Train every combination of categories, models, methods, noise levels and seeds (finished runs are skipped, "
-                                   "interrupted ones resume), then write results.csv, tables.md (Tables 1-5 layout) and noise.png (Fig. 5).")
+    s = sub.add_parser(
+        "sweep",
+        help="a grid of runs, one CSV, and the paper's tables and noise plot",
+        description="Train every combination of categories, models, methods, noise levels and seeds (finished runs are skipped, "
+        "interrupted ones resume), then write results.csv, tables.md (Tables 1-5 layout) and noise.png (Fig. 5).",
+    )
     s.later.append(lambda q: config_flags(q, skip=SWEPT))           # the fields every run shares
     s.add_argument("--categories", type=_list_of(str, "comma-separated category names"),
                    help="comma-separated categories (default: the dataset's only one, or brick for the demo)")
-    s.add_argument("--models", default=["simplenet", "differnet"], type=_list_of(_one_of("differnet", "simplenet"), "comma-separated models: differnet, simplenet"),
-                   help="comma-separated: differnet, simplenet (default: both)")
-    s.add_argument("--methods", type=_list_of(_one_of(*METHODS), f"comma-separated methods: {', '.join(METHODS)}"),
-                   help=f"comma-separated (default: baseline,comet): {', '.join(METHODS)}")
-    s.add_argument("--noise", type=_list_of(_fraction, "comma-separated fractions in [0, 1), e.g. 0,0.1"), help="comma-separated fractions in [0, 1) (default: 0,0.1)")
-    s.add_argument("--seeds", type=_list_of(int, "comma-separated whole numbers, e.g. 0,1,2"),
-                   help="comma-separated seeds (default: 0; with --grid evidence 0,1,2, and 3,4,5 too for baseline and CoMet at 0 and 10 %%)")
-    s.add_argument("--grid", default="product", choices=("product", "evidence"), help="'product' (default): every combination of the lists; "
-                   "'evidence': the results notebook's sweep (Fig. 5 at 0-20 %% noise, Table 5 at 10 %%, 3 seeds) and its report")
-    s.add_argument("--config", help="a saved config.json as the base of the shared fields (its category, model, method, noise "
-                                    "and seed come from the lists above); each flag given replaces one")
-    s.add_argument("--print-config", action="store_true", help="print every run's resolved config as JSON and stop")
-    s.add_argument("--jobs", type=int, default=1, help="local runs at a time, each in its own process with its share of the cores (default: 1)")
-    s.add_argument("--executor", default="local", choices=EXECUTORS, help="'local' (default): one run after another here; 'ray': runs in parallel as Ray tasks (pip install \"comet_nb[ray]\")")
-    s.add_argument("--ray-address", help="a Ray cluster's address for --executor ray (default: $RAY_ADDRESS, or a private Ray instance on this machine)")
+    s.add_argument(
+        "--models",
+        default=["simplenet", "differnet"],
+        type=_list_of(_one_of("differnet", "simplenet"), "comma-separated models: differnet, simplenet"),
+        help="comma-separated: differnet, simplenet (default: both)",
+    )
+    s.add_argument(
+        "--methods",
+        type=_list_of(_one_of(*METHODS), f"comma-separated methods: {', '.join(METHODS)}"),
+        help=f"comma-separated (default: baseline,comet): {', '.join(METHODS)}",
+    )
+    s.add_argument(
+        "--noise",
+        type=_list_of(_fraction, "comma-separated fractions in [0, 1), e.g. 0,0.1"),
+        help="comma-separated fractions in [0, 1) (default: 0,0.1)",
+    )
+    s.add_argument(
+        "--seeds",
+        type=_list_of(int, "comma-separated whole numbers, e.g. 0,1,2"),
+        help="comma-separated seeds (default: 0; with --grid evidence 0,1,2, and 3,4,5 too for baseline and CoMet at 0 and 10 %%)",
+    )
+    s.add_argument(
+        "--grid",
+        default="product",
+        choices=("product", "evidence"),
+        help="'product' (default): every combination of the lists; "
+        "'evidence': the results notebook's sweep (Fig. 5 at 0-20 %% noise, Table 5 at 10 %%, 3 seeds) and its report",
+    )
+    s.add_argument(
+        "--config",
+        help="a saved config.json as the base of the shared fields (its category, model, method, noise "
+        "and seed come from the lists above); each flag given replaces one",
+    )
+    s.add_argument(
+        "--print-config", action="store_true", help="print every run's resolved config as JSON and stop"
+    )
+    s.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="local runs at a time, each in its own process with its share of the cores (default: 1)",
+    )
+    s.add_argument(
+        "--executor",
+        default="local",
+        choices=EXECUTORS,
+        help="'local' (default): one run after another here; 'ray': runs in parallel as Ray tasks (pip install \"comet_nb[ray]\")",
+    )
+    s.add_argument(
+        "--ray-address",
+        help="a Ray cluster's address for --executor ray (default: $RAY_ADDRESS, or a private Ray instance on this machine)",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress lines")
     s.add_argument("--out", help="output folder (required to run)")
     return p
@@ -848,40 +1394,71 @@ def _fields_pattern() -> str:
     return "(" + "|".join([*names, "jobs", "seeds", "overlays"]) + ")"
 
 def flag_words(msg: str) -> str:
-    "A library message in the command line's words: `resume=True` → `--resume`, `epochs = 0 is not valid` → `--epochs 0 is not valid`."
+    """A library message in the command line's words: `resume=True` →
+    `--resume`, `epochs = 0 is not valid` → `--epochs 0 is not valid`."""
     _FIELD = _fields_pattern()
-    msg = msg.replace("resume=True", "--resume").replace("overwrite=True", "--overwrite").replace("resume=False", "no --resume")
+    msg = (
+        msg.replace("resume=True", "--resume")
+        .replace("overwrite=True", "--overwrite")
+        .replace("resume=False", "no --resume")
+    )
     msg = msg.replace("or None for the preset's", "or leave the flag out for the preset's")
     msg = re.sub(rf"RunConfig\({_FIELD}=\.\.\.\)", lambda m: f"--{m[1].replace('_', '-')} ...", msg)
     msg = re.sub(rf"\b{_FIELD}=False\b", lambda m: f"--no-{m[1].replace('_', '-')}", msg)
-    msg = re.sub(rf"\b{_FIELD} = '?([^' ]*)'? is not valid", lambda m: f"--{m[1].replace('_', '-')} {m[2]} is not valid", msg)
+    msg = re.sub(
+        rf"\b{_FIELD} = '?([^' ]*)'? is not valid",
+        lambda m: f"--{m[1].replace('_', '-')} {m[2]} is not valid",
+        msg,
+    )
     msg = re.sub(rf"\b{_FIELD}=None\b", lambda m: f"leave out --{m[1].replace('_', '-')}", msg)
-    return re.sub(rf"\b{_FIELD}=(\.\.\.)?", lambda m: f"--{m[1].replace('_', '-')} " + ("..." if m[2] else ""), msg)
+    return re.sub(
+        rf"\b{_FIELD}=(\.\.\.)?", lambda m: f"--{m[1].replace('_', '-')} " + ("..." if m[2] else ""), msg
+    )
+
 
 def main(argv=None) -> int:
     "Entry point of the `comet-nb` console script; returns the exit status."
     args = build_parser().parse_args(argv)
     import warnings
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"comet-nb {args.command}: warning: {msg}\n"   # one line, no source
+
+    warnings.formatwarning = lambda msg, cat, *a, **k: (
+        f"comet-nb {args.command}: warning: {msg}\n"
+    )  # one line, no source
     try:
         if getattr(args, "device", None) not in (None, "auto"): _check_device(args.device)   # before any work
-        if args.command == "demo": print(demo_command(args))
-        elif args.command == "weights": print(weights_report(args.n, args.contamination, args.kappa, args.seed))
+        if args.command == "demo":
+            print(demo_command(args))
+        elif args.command == "weights":
+            print(weights_report(args.n, args.contamination, args.kappa, args.seed))
         elif args.command == "train": print(train_command(args))
         elif args.command == "eval": print(eval_command(args))
         elif args.command == "export": print(export_command(args))
         elif args.command == "cache": print(cache_command(args))
         elif args.command == "sweep": print(sweep_command(args))
         elif args.command == "explore": print(explore_command(args))
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as e:   # bad arguments or data: one line, status 2
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+    ) as e:  # bad arguments or data: one line, status 2
         print(f"comet-nb {args.command}: error: {flag_words(str(e))}", file=sys.stderr)
         return 2
-    except (OSError, RuntimeError) as e:                                                 # an unwritable folder, offline weights, ...
+    except (OSError, RuntimeError) as e:  # an unwritable folder, offline weights, ...
         msg = flag_words(str(e))
-        if "ImageNet weights" in msg: msg += " From the command line: --pretrained /path/to/file, or --backbone efficientnet_lite0 (shipped, offline)."
+        if "ImageNet weights" in msg:
+            msg += " From the command line: --pretrained /path/to/file, or --backbone efficientnet_lite0 (shipped, offline)."
         print(f"comet-nb {args.command}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"comet-nb {args.command}: interrupted" + ("; a training run continues with --resume." if args.command in ("train", "sweep", "demo") else "."), file=sys.stderr)
+        print(
+            f"comet-nb {args.command}: interrupted"
+            + (
+                "; a training run continues with --resume."
+                if args.command in ("train", "sweep", "demo")
+                else "."
+            ),
+            file=sys.stderr,
+        )
         return 130
     return 0

@@ -25,23 +25,34 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 def _open(path, what: str = "image") -> Image.Image:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{what} not found: {path}")
-    if path.stat().st_size == 0: raise ValueError(f"cannot read {what} {path}: the file is empty (0 bytes). Remove or replace it.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"cannot read {what} {path}: the file is empty (0 bytes). Remove or replace it.")
     try:
-        im = Image.open(path); im.load()                    # load() decodes now: truncated files fail here, not later
-        return ImageOps.exif_transpose(im)                  # phone/camera JPEGs: apply the EXIF orientation
+        im = Image.open(path)
+        im.load()  # load() decodes now: truncated files fail here, not later
+        return ImageOps.exif_transpose(im)  # phone/camera JPEGs: apply the EXIF orientation
     except Image.DecompressionBombError as e:
         raise ValueError(f"{what} {path} is too large to load safely ({e}); downscale it first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot decode {what} {path}: {e}. The file is corrupted, truncated or not an image; remove or replace it.") from None
+        raise ValueError(
+            f"cannot decode {what} {path}: {e}. The file is corrupted, truncated or not an image; remove or "
+            "replace it."
+        ) from None
+
 
 def _to_float(im: Image.Image) -> np.ndarray:
     "HxW or HxWxC array in [0, 1] for any PIL mode."
-    if im.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "HSV", "LAB", "1"): im = im.convert("RGB" if im.mode not in ("LA", "1") else "L")
+    if im.mode in ("RGBA", "LA", "P", "PA", "CMYK", "YCbCr", "HSV", "LAB", "1"):
+        im = im.convert("RGB" if im.mode not in ("LA", "1") else "L")
     a = np.asarray(im)
     if a.dtype == np.uint8: return a.astype(np.float32) / 255
     if a.dtype == np.bool_: return a.astype(np.float32)
-    if np.issubdtype(a.dtype, np.integer):                  # 16-bit ('I;16*'), or 32-bit 'I' holding 8- or 16-bit data
-        top = 65535 if im.mode.startswith("I;16") or a.dtype == np.uint16 else (255 if a.max() <= 255 else 65535 if a.max() <= 65535 else a.max())
+    if np.issubdtype(a.dtype, np.integer):  # 16-bit ('I;16*'), or 32-bit 'I' holding 8- or 16-bit data
+        top = (
+            65535
+            if im.mode.startswith("I;16") or a.dtype == np.uint16
+            else (255 if a.max() <= 255 else 65535 if a.max() <= 65535 else a.max())
+        )
         return np.clip(a.astype(np.float32) / top, 0, 1)
     return np.clip(a.astype(np.float32), 0, 1)              # 'F' float images
 
@@ -65,13 +76,17 @@ def load_image(path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 def load_mask(path, size=None, image_path=None) -> torch.Tensor:
-    "A ground-truth mask as (H, W) float32 0/1 (non-zero colour: defective; alpha ignored), checked against `size`."
+    """A ground-truth mask as (H, W) float32 0/1 (non-zero colour:
+    defective; alpha ignored), checked against `size`."""
     a = _to_float(_open(path, "mask"))
     if a.ndim == 3: a = a.max(-1)
     m = torch.from_numpy((a > 0).astype(np.float32))
     if size is not None and tuple(m.shape) != tuple(size):
-        raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]} pixels but its image {image_path or ''} is {size[1]}x{size[0]}: "
-                         "they must match. The mask belongs to another image, or was resized.")
+        raise ValueError(
+            f"mask {path} is {m.shape[1]}x{m.shape[0]} pixels but its image {image_path or ''} is "
+            f"{size[1]}x{size[0]}: "
+            "they must match. The mask belongs to another image, or was resized."
+        )
     return m
 
 # %% ../nbs/10_data.ipynb #d8f107ad
@@ -83,8 +98,8 @@ class Record:
     path: Path
     label: int                       # 0 good, 1 defective, UNKNOWN (-1) unlabeled
     defect: str = "good"             # 'good', the defect type, or 'unknown'
-    mask_path: Path | None = None    # ground-truth mask file, if any
-    has_mask: bool = True            # does the dataset annotate pixels for this image? (good images: an all-zero mask)
+    mask_path: Path | None = None  # ground-truth mask file, if any
+    has_mask: bool = True  # does the dataset annotate pixels for this image? (good images: an all-zero mask)
     known_defective: bool = False    # a defective image in the training set (injected or shipped)
 
 @dataclass
@@ -99,9 +114,13 @@ class Split:
 
     def summary(self) -> str:
         def count(rs, l): return sum(r.label == l for r in rs)
-        return (f"{self.name}/{self.category}: train {len(self.train)} ({count(self.train, 0)} good, {count(self.train, 1)} defective, "
-                f"{count(self.train, UNKNOWN)} unlabeled; {len(self.contaminants)} known contaminants), "
-                f"test {len(self.test)} ({count(self.test, 0)} good, {count(self.test, 1)} defective)")
+
+        return (
+            f"{self.name}/{self.category}: train {len(self.train)} ({count(self.train, 0)} good, "
+            f"{count(self.train, 1)} defective, "
+            f"{count(self.train, UNKNOWN)} unlabeled; {len(self.contaminants)} known contaminants), "
+            f"test {len(self.test)} ({count(self.test, 0)} good, {count(self.test, 1)} defective)"
+        )
 
 # %% ../nbs/10_data.ipynb #052f5959
 def resize_crop(x: torch.Tensor,      # (..., H, W) image(s) or mask(s)
@@ -120,22 +139,29 @@ def resize_crop(x: torch.Tensor,      # (..., H, W) image(s) or mask(s)
 def _short_side(short_side, size, crop) -> list:
     "`size` for a checked `short_side`: [short_side]."
     if size is not None:
-        raise ValueError(f"give size or short_side, not both; got size={size!r} and short_side={short_side!r}.")
+        raise ValueError(
+            f"give size or short_side, not both; got size={size!r} and short_side={short_side!r}."
+        )
     if isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < 1:
         raise ValueError(f"short_side must be a whole number of pixels >= 1; got {short_side!r}.")
     need = crop if isinstance(crop, int) else max(crop) if crop is not None else 0
     if need > short_side:
-        raise ValueError(f"short_side={short_side} is smaller than crop={crop!r}: the crop would pad the image "
-                         f"with black. Give short_side >= {need}.")
+        raise ValueError(
+            f"short_side={short_side} is smaller than crop={crop!r}: the crop would pad the image "
+            f"with black. Give short_side >= {need}."
+        )
     return [short_side]
 
 # %% ../nbs/10_data.ipynb #10516df2
 class ADDataset(torch.utils.data.Dataset):
     "Samples {index, image (3,H,W), label, mask (H,W) or None, path, known_defective} from records."
-    def __init__(self, records,
-                 size=None,                      # int S: S×S; (h, w); [S]: the shorter side S, aspect ratio kept
-                 crop=None,                      # centre crop after resizing: int or (h, w)
-                 short_side: int | None = None): # the shorter side to this many px, aspect kept: size=[short_side]
+    def __init__(
+        self,
+        records,
+        size=None,  # int S: S×S; (h, w); [S]: the shorter side S, aspect ratio kept
+        crop=None,  # centre crop after resizing: int or (h, w)
+        short_side: int | None = None,
+    ): # the shorter side to this many px, aspect kept: size=[short_side]
         if short_side is not None: size = _short_side(short_side, size, crop)
         self.records, self.size, self.crop = list(records), size, crop
         if not self.records: raise ValueError("no images: the record list is empty.")
@@ -157,10 +183,16 @@ class ADDataset(torch.utils.data.Dataset):
 
 # %% ../nbs/10_data.ipynb #9a7a7c18
 def collate(samples: list) -> dict:
-    "Batch ADDataset samples: images (B, 3, H, W), labels and indices as tensors, masks as a list (tensors or None)."
-    return dict(index=torch.tensor([s["index"] for s in samples]), image=torch.stack([s["image"] for s in samples]),
-                label=torch.tensor([s["label"] for s in samples]), mask=[s["mask"] for s in samples],
-                path=[s["path"] for s in samples], known_defective=torch.tensor([s["known_defective"] for s in samples]))
+    """Batch ADDataset samples: images (B, 3, H, W), labels and
+    indices as tensors, masks as a list (tensors or None)."""
+    return dict(
+        index=torch.tensor([s["index"] for s in samples]),
+        image=torch.stack([s["image"] for s in samples]),
+        label=torch.tensor([s["label"] for s in samples]),
+        mask=[s["mask"] for s in samples],
+        path=[s["path"] for s in samples],
+        known_defective=torch.tensor([s["known_defective"] for s in samples]),
+    )
 
 # %% ../nbs/10_data.ipynb #ceba640e
 def _dir(path, what: str) -> Path:
@@ -171,14 +203,23 @@ def _dir(path, what: str) -> Path:
 def image_files(folder) -> list:
     "Image files directly in `folder`, sorted by name (hidden files and masks named *_mask / *_GT skipped)."
     folder = _dir(folder, "image folder")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-                  and not p.stem.endswith(("_mask", "_GT")))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not p.name.startswith(".")
+        and not p.stem.endswith(("_mask", "_GT"))
+    )
 
 def _category_dir(root, category: str, dataset: str) -> Path:
     root = _dir(root, f"{dataset} root folder")
     cats = sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
     if category not in cats:
-        raise ValueError(f"category {category!r} not found in {root}; the categories there are: {', '.join(cats) or 'none (no <category>/train folder)'}.")
+        raise ValueError(
+            f"category {category!r} not found in {root}; the categories there are: "
+            f"{', '.join(cats) or 'none (no <category>/train folder)'}."
+        )
     return root / category
 
 def categories(root) -> list:
@@ -187,14 +228,17 @@ def categories(root) -> list:
 
 # %% ../nbs/10_data.ipynb #e7980fe1
 def mvtec_layout(root, category: str, name: str = "mvtec", masks: str = "required") -> Split:
-    "Records of one category in the MVTec-AD layout; `masks`='required' or 'optional' for defective test images."
+    """Records of one category in the MVTec-AD layout;
+    `masks`='required' or 'optional' for defective test images."""
     cat = _category_dir(root, category, name)
     train = [Record(p, 0) for p in image_files(_dir(cat / "train" / "good", f"{name} training folder"))]
     if not train: raise ValueError(f"the training folder {cat / 'train' / 'good'} holds no images.")
     test = []
     for d in sorted(p for p in _dir(cat / "test", f"{name} test folder").iterdir() if p.is_dir()):
         for p in image_files(d):
-            if d.name == "good": test.append(Record(p, 0)); continue
+            if d.name == "good":
+                test.append(Record(p, 0))
+                continue
             m = cat / "ground_truth" / d.name / f"{p.stem}_mask.png"
             if not m.is_file():
                 if masks == "required": raise FileNotFoundError(f"mask not found for {p}: expected {m}.")
@@ -213,34 +257,53 @@ def viaduct(root, category: str) -> Split:
 # %% ../nbs/10_data.ipynb #019d37e9
 def ksdd2(root) -> Split:
     "KSDD2 as shipped: defective = non-empty mask; defective training images are known contaminants."
-    root = _dir(root, "KSDD2 root folder"); parts = {}
+    root = _dir(root, "KSDD2 root folder")
+    parts = {}
     for part in ("train", "test"):
         recs = []
         for p in image_files(_dir(root / part, f"KSDD2 {part} folder")):
             m = p.with_name(f"{p.stem}_GT{p.suffix}")
             if not m.is_file(): raise FileNotFoundError(f"mask not found for {p}: expected {m}.")
             bad = bool(load_mask(m).any())
-            recs.append(Record(p, int(bad), "defect" if bad else "good", m, known_defective=bad and part == "train"))
+            recs.append(
+                Record(p, int(bad), "defect" if bad else "good", m, known_defective=bad and part == "train")
+            )
         parts[part] = recs
     if not parts["train"]: raise ValueError(f"the training folder {root / 'train'} holds no images.")
-    s = Split("ksdd2", "ksdd2", parts["train"], parts["test"], contaminants=[str(r.path) for r in parts["train"] if r.known_defective])
-    s.notes.append(f"KSDD2 as shipped: {len(s.contaminants)} of {len(s.train)} training images are defective.")
+    s = Split(
+        "ksdd2",
+        "ksdd2",
+        parts["train"],
+        parts["test"],
+        contaminants=[str(r.path) for r in parts["train"] if r.known_defective],
+    )
+    s.notes.append(
+        f"KSDD2 as shipped: {len(s.contaminants)} of {len(s.train)} training images are defective."
+    )
     return s
 
 # %% ../nbs/10_data.ipynb #17b00295
 def image_folder(train_dir, test_dir=None, name: str = "folder") -> Split:
-    "An unlabeled training folder (all images, label unknown) and an optional labeled test folder (good/ and defect sub-folders)."
+    """An unlabeled training folder (all images, label unknown) and an
+    optional labeled test folder (good/ and defect sub-folders)."""
     train_dir = _dir(train_dir, "training folder")
     train = [Record(p, UNKNOWN, "unknown", has_mask=False) for p in image_files(train_dir)]
-    if not train: raise ValueError(f"the training folder {train_dir} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+    if not train:
+        raise ValueError(
+            f"the training folder {train_dir} holds no images (looked for "
+            f"{', '.join(sorted(IMAGE_SUFFIXES))})."
+        )
     test = []
     if test_dir is not None:
         test_dir = _dir(test_dir, "test folder")
         subs = sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name != "ground_truth")
-        if not any(p.name == "good" for p in subs): raise ValueError(f"the test folder {test_dir} needs a good/ sub-folder of defect-free images.")
+        if not any(p.name == "good" for p in subs):
+            raise ValueError(f"the test folder {test_dir} needs a good/ sub-folder of defect-free images.")
         for d in subs:
             for p in image_files(d):
-                if d.name == "good": test.append(Record(p, 0)); continue
+                if d.name == "good":
+                    test.append(Record(p, 0))
+                    continue
                 m = test_dir / "ground_truth" / d.name / f"{p.stem}_mask.png"
                 test.append(Record(p, 1, d.name, m if m.is_file() else None, has_mask=m.is_file()))
     return Split(name, Path(train_dir).name, train, test)
@@ -250,9 +313,23 @@ def _write(path: Path, a: np.ndarray, mode: str | None = None):
     path.parent.mkdir(parents=True, exist_ok=True)
     (Image.fromarray(a, mode) if mode else Image.fromarray(a)).save(path)
 
-def write_mvtec_fixture(root, category: str = "widget", n_train: int = 4, n_good: int = 2, defects=("scratch", "hole"), n_each: int = 2, size=(37, 45), seed: int = 0) -> Path:
-    "A miniature MVTec-layout category with mixed formats (RGB, grayscale, RGBA, 16-bit) and an odd size; returns the root."
-    rng = np.random.default_rng(seed); root = Path(root); cat = root / category; h, w = size
+def write_mvtec_fixture(
+    root,
+    category: str = "widget",
+    n_train: int = 4,
+    n_good: int = 2,
+    defects=("scratch", "hole"),
+    n_each: int = 2,
+    size=(37, 45),
+    seed: int = 0,
+) -> Path:
+    """A miniature MVTec-layout category with mixed formats (RGB,
+    grayscale, RGBA, 16-bit) and an odd size; returns the root."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    cat = root / category
+    h, w = size
+
     def img(k, p):
         kind = k % 4
         if kind == 0: _write(p, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
@@ -264,13 +341,24 @@ def write_mvtec_fixture(root, category: str = "widget", n_train: int = 4, n_good
     for d in defects:
         for k in range(n_each):
             img(k, cat / "test" / d / f"{k:03d}.png")
-            m = np.zeros((h, w), np.uint8); m[h // 3: h // 2, w // 4: w // 2] = 255
+            m = np.zeros((h, w), np.uint8)
+            m[h // 3 : h // 2, w // 4 : w // 2] = 255
             _write(cat / "ground_truth" / d / f"{k:03d}_mask.png", m)
     return root
 
-def write_ksdd2_fixture(root, n_train: int = 6, n_train_bad: int = 2, n_test: int = 4, n_test_bad: int = 2, size=(40, 23), seed: int = 0) -> Path:
+def write_ksdd2_fixture(
+    root,
+    n_train: int = 6,
+    n_train_bad: int = 2,
+    n_test: int = 4,
+    n_test_bad: int = 2,
+    size=(40, 23),
+    seed: int = 0,
+) -> Path:
     "A miniature KSDD2 tree (N.png + N_GT.png), with defective images in the training split as shipped."
-    rng = np.random.default_rng(seed); root = Path(root); h, w = size
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    h, w = size
     for part, n, nbad in (("train", n_train, n_train_bad), ("test", n_test, n_test_bad)):
         for k in range(n):
             _write(root / part / f"{k}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
@@ -281,33 +369,65 @@ def write_ksdd2_fixture(root, n_train: int = 6, n_train_bad: int = 2, n_test: in
 
 # %% ../nbs/10_data.ipynb #8dbad337
 def contaminate(split: Split, noise, seed: int = 0, keep_test: bool = False) -> Split:
-    "The paper's noise protocol: a new Split with int(noise·|good train|) defective images in training, chosen with `seed` and recorded."
+    """The paper's noise protocol: a new Split with int(noise·|good train|)
+    defective images in training, chosen with `seed` and recorded."""
     if split.name == "ksdd2" and noise == "as-shipped": return split
     try: noise = float(noise)
     except (TypeError, ValueError):
         extra = " or 'as-shipped'" if split.name == "ksdd2" else ""
         raise ValueError(f"noise must be a number in [0, 1){extra}; got {noise!r}.") from None
-    if not 0 <= noise < 1: raise ValueError(f"noise must be in [0, 1) (a fraction of the training set); got {noise}.")
+    if not 0 <= noise < 1:
+        raise ValueError(f"noise must be in [0, 1) (a fraction of the training set); got {noise}.")
     if split.name != "ksdd2" and split.contaminants:
-        raise ValueError(f"{split.name}/{split.category} is already contaminated ({len(split.contaminants)} images); contaminate the clean split instead.")
+        raise ValueError(
+            f"{split.name}/{split.category} is already contaminated ({len(split.contaminants)} images); "
+            "contaminate the clean split instead."
+        )
     if any(r.label == UNKNOWN for r in split.train):
-        raise ValueError(f"the training set of {split.name}/{split.category} is unlabeled: it is uncurated already, and no anomalies can be added knowingly.")
+        raise ValueError(
+            f"the training set of {split.name}/{split.category} is unlabeled: it is uncurated already, and "
+            "no anomalies can be added knowingly."
+        )
     good_train = [r for r in split.train if not r.known_defective]
     n = int(noise * len(good_train))
-    pool = [r for r in split.train if r.known_defective] if split.name == "ksdd2" else [r for r in split.test if r.label == 1]
+    pool = (
+        [r for r in split.train if r.known_defective]
+        if split.name == "ksdd2"
+        else [r for r in split.test if r.label == 1]
+    )
     where = "defective training images" if split.name == "ksdd2" else "defective test images"
     if n > len(pool):
-        raise ValueError(f"noise = {noise} asks for {n} anomalous training images, but {split.name}/{split.category} has only {len(pool)} {where}; "
-                         f"use noise <= {len(pool) / max(len(good_train), 1):.3f}.")
+        raise ValueError(
+            f"noise = {noise} asks for {n} anomalous training images, but {split.name}/{split.category} has "
+            f"only {len(pool)} {where}; "
+            f"use noise <= {len(pool) / max(len(good_train), 1):.3f}."
+        )
     picked = sorted(random.Random(seed).sample(range(len(pool)), n))
     # in training a contaminant is unlabeled, like every training image the model may meet; the truth stays in known_defective
-    moved = [replace(pool[i], label=UNKNOWN, defect="unknown", mask_path=None, has_mask=False, known_defective=True) for i in picked]
+    moved = [
+        replace(
+            pool[i], label=UNKNOWN, defect="unknown", mask_path=None, has_mask=False, known_defective=True
+        )
+        for i in picked
+    ]
     moved_paths = {str(r.path) for r in moved}
     train = good_train + moved
     if split.name == "ksdd2":
-        test, note = split.test, f"KSDD2 noise {noise}: kept {n} of its {len(pool)} defective training images (seed {seed}); test set unchanged."
+        test, note = (
+            split.test,
+            f"KSDD2 noise {noise}: kept {n} of its {len(pool)} defective training images (seed {seed}); "
+            "test set unchanged.",
+        )
     else:
         test = split.test if keep_test else [r for r in split.test if str(r.path) not in moved_paths]
-        note = (f"noise {noise}: {n} defective test images moved into the training set, unlabeled (seed {seed}); "
-                + ("test set kept intact: these images are also tested on." if keep_test else "they were removed from the test set."))
-    return Split(split.name, split.category, train, test, contaminants=sorted(moved_paths), notes=split.notes + [note])
+        note = (
+            f"noise {noise}: {n} defective test images moved into the training set, unlabeled (seed {seed}); "
+            + (
+                "test set kept intact: these images are also tested on."
+                if keep_test
+                else "they were removed from the test set."
+            )
+        )
+    return Split(
+        split.name, split.category, train, test, contaminants=sorted(moved_paths), notes=split.notes + [note]
+    )

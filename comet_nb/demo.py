@@ -23,7 +23,12 @@ from .data import mvtec_layout, Split
 # %% ../nbs/11_demo.ipynb #e162eceb
 DEMO_CATEGORIES = ("brick", "grass", "gravel")
 DEMO_DEFECTS = ("scratch", "hole", "stain", "contamination")
-_TINT = {"brick": (1.0, 0.72, 0.58), "grass": (0.72, 1.0, 0.55), "gravel": (0.95, 0.93, 0.9)}   # the photos are gray
+_TINT = {
+    "brick": (1.0, 0.72, 0.58),
+    "grass": (0.72, 1.0, 0.55),
+    "gravel": (0.95, 0.93, 0.9),
+}  # the photos are gray
+
 
 def cache_dir() -> Path:
     "Where comet_nb caches generated data and features: $COMET_NB_CACHE, else the user cache folder."
@@ -36,8 +41,10 @@ def _photo(category: str) -> np.ndarray:
     return getattr(skimage.data, category)().astype(np.float32) / 255
 
 def _crop(photo: np.ndarray, rows: tuple, size: int, rng) -> np.ndarray:
-    "A random size×size crop whose rows lie in [rows[0], rows[1]), flipped left-right and/or up-down at random."
-    r = rng.integers(rows[0], rows[1] - size + 1); c = rng.integers(0, photo.shape[1] - size + 1)
+    """A random size×size crop whose rows lie in [rows[0],
+    rows[1]), flipped left-right and/or up-down at random."""
+    r = rng.integers(rows[0], rows[1] - size + 1)
+    c = rng.integers(0, photo.shape[1] - size + 1)
     x = photo[r:r + size, c:c + size]
     if rng.random() < 0.5: x = x[:, ::-1]
     if rng.random() < 0.5: x = x[::-1]
@@ -50,55 +57,98 @@ def _tint(gray: np.ndarray, category: str, rng) -> np.ndarray:
 
 # %% ../nbs/11_demo.ipynb #370bfbeb
 def _canvas_mask(size: int, draw_fn) -> np.ndarray:
-    im = Image.new("L", (size, size), 0); draw_fn(ImageDraw.Draw(im)); return np.asarray(im) > 0
+    im = Image.new("L", (size, size), 0)
+    draw_fn(ImageDraw.Draw(im))
+    return np.asarray(im) > 0
+
 
 def _scratch(x, rng, other):
-    s = x.shape[0]; p = rng.uniform(0.15, 0.85, 2) * s; pts = [tuple(p)]
+    s = x.shape[0]
+    p = rng.uniform(0.15, 0.85, 2) * s
+    pts = [tuple(p)]
     ang = rng.uniform(0, 2 * np.pi)
     for _ in range(rng.integers(3, 6)):
-        ang += rng.normal(0, 0.35); p = np.clip(p + rng.uniform(0.1, 0.2) * s * np.array([np.cos(ang), np.sin(ang)]), 2, s - 3); pts.append(tuple(p))
+        ang += rng.normal(0, 0.35)
+        p = np.clip(p + rng.uniform(0.1, 0.2) * s * np.array([np.cos(ang), np.sin(ang)]), 2, s - 3)
+        pts.append(tuple(p))
     m = _canvas_mask(s, lambda d: d.line(pts, fill=255, width=int(rng.integers(2, 4)), joint="curve"))
     k = rng.uniform(0.15, 0.35)
-    y = x.copy(); y[m] = x[m] * k if rng.random() < 0.6 else 1 - k * (1 - x[m])
+    y = x.copy()
+    y[m] = x[m] * k if rng.random() < 0.6 else 1 - k * (1 - x[m])
     return y, m
 
 def _hole(x, rng, other):
-    s = x.shape[0]; c = rng.uniform(0.2, 0.8, 2) * s; r = rng.uniform(0.05, 0.1, 2) * s
+    s = x.shape[0]
+    c = rng.uniform(0.2, 0.8, 2) * s
+    r = rng.uniform(0.05, 0.1, 2) * s
     m = _canvas_mask(s, lambda d: d.ellipse([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]], fill=255))
     a = gaussian_filter(m.astype(np.float32), 1.0) * rng.uniform(0.75, 0.95)
     return x * (1 - a) + 0.03 * a, a > 0.3
 
 def _stain(x, rng, other):
-    s = x.shape[0]; m = np.zeros((s, s), bool); c0 = rng.uniform(0.25, 0.75, 2) * s
+    s = x.shape[0]
+    m = np.zeros((s, s), bool)
+    c0 = rng.uniform(0.25, 0.75, 2) * s
     for _ in range(rng.integers(3, 6)):
-        c = c0 + rng.normal(0, 0.06 * s, 2); r = rng.uniform(0.05, 0.12, 2) * s
-        m |= _canvas_mask(s, lambda d: d.ellipse([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]], fill=255))
+        c = c0 + rng.normal(0, 0.06 * s, 2)
+        r = rng.uniform(0.05, 0.12, 2) * s
+        m |= _canvas_mask(
+            s, lambda d: d.ellipse([c[0] - r[0], c[1] - r[1], c[0] + r[0], c[1] + r[1]], fill=255)
+        )
     a = rng.uniform(0.5, 0.75) * gaussian_filter(m.astype(np.float32), 2.0)
-    level = rng.choice([0.08, 0.9])                                          # an oil-dark or a chalk-light stain
+    level = rng.choice([0.08, 0.9])  # an oil-dark or a chalk-light stain
     return x * (1 - a) + level * a, a > 0.25
 
 def _contamination(x, rng, other):
-    s = x.shape[0]; k = int(rng.integers(s // 5, s // 3))
+    s = x.shape[0]
+    k = int(rng.integers(s // 5, s // 3))
     r, c = rng.integers(0, other.shape[0] - k), rng.integers(0, other.shape[1] - k)
     piece = other[r:r + k, c:c + k]
-    piece = np.clip(x.mean() + 0.8 * (piece - piece.mean()) + rng.uniform(0.2, 0.35) * rng.choice([-1, 1]), 0, 1)
-    top = rng.integers(0, s - k, 2); ang = np.sort(rng.uniform(0, 2 * np.pi, 7)); rad = k / 2 * rng.uniform(0.6, 1.0, 7)
+    piece = np.clip(
+        x.mean() + 0.8 * (piece - piece.mean()) + rng.uniform(0.2, 0.35) * rng.choice([-1, 1]), 0, 1
+    )
+    top = rng.integers(0, s - k, 2)
+    ang = np.sort(rng.uniform(0, 2 * np.pi, 7))
+    rad = k / 2 * rng.uniform(0.6, 1.0, 7)
     poly = [(top[1] + k / 2 + rr * np.cos(t), top[0] + k / 2 + rr * np.sin(t)) for t, rr in zip(ang, rad)]
     m = _canvas_mask(s, lambda d: d.polygon(poly, fill=255))
-    full = np.zeros_like(x); full[top[0]:top[0] + k, top[1]:top[1] + k] = piece
-    y = x.copy(); y[m] = full[m]
+    full = np.zeros_like(x)
+    full[top[0] : top[0] + k, top[1] : top[1] + k] = piece
+    y = x.copy()
+    y[m] = full[m]
     return y, m
 
 PAINTERS = dict(scratch=_scratch, hole=_hole, stain=_stain, contamination=_contamination)
 
 # %% ../nbs/11_demo.ipynb #9c5d91c7
-def make_demo(root=None, seed: int = 0, size: int = 96, n_train: int = 80, n_test_good: int = 60, n_test_each: int = 15,
-              categories=DEMO_CATEGORIES) -> Path:
-    "Generate (once) the demo dataset in the MVTec layout under `root` (default: the cache folder) and return its root."
-    params = dict(version=2, seed=seed, size=size, n_train=n_train, n_test_good=n_test_good, n_test_each=n_test_each, categories=list(categories))
+def make_demo(
+    root=None,
+    seed: int = 0,
+    size: int = 96,
+    n_train: int = 80,
+    n_test_good: int = 60,
+    n_test_each: int = 15,
+    categories=DEMO_CATEGORIES,
+) -> Path:
+    """Generate (once) the demo dataset in the MVTec layout under
+    `root` (default: the cache folder) and return its root."""
+    params = dict(
+        version=2,
+        seed=seed,
+        size=size,
+        n_train=n_train,
+        n_test_good=n_test_good,
+        n_test_each=n_test_each,
+        categories=list(categories),
+    )
     for c in categories:
-        if c not in DEMO_CATEGORIES: raise ValueError(f"unknown demo category {c!r}; choose from {', '.join(DEMO_CATEGORIES)}.")
-    if not 16 <= size <= 192: raise ValueError(f"size must be between 16 and 192 pixels (crops come from 240- and 256-row bands of 512-px photos); got {size}.")
+        if c not in DEMO_CATEGORIES:
+            raise ValueError(f"unknown demo category {c!r}; choose from {', '.join(DEMO_CATEGORIES)}.")
+    if not 16 <= size <= 192:
+        raise ValueError(
+            "size must be between 16 and 192 pixels (crops come from 240- and 256-row bands of 512-px "
+            f"photos); got {size}."
+        )
     root = Path(root) if root is not None else cache_dir() / "datasets"
     out = root / f"demo-v2-seed{seed}-{size}px-{n_train}-{n_test_good}-{n_test_each}-{'_'.join(categories)}"
     if (out / "params.json").is_file() and json.loads((out / "params.json").read_text()) == params: return out
@@ -106,27 +156,55 @@ def make_demo(root=None, seed: int = 0, size: int = 96, n_train: int = 80, n_tes
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-demo-"))
     try:
         for ci, cat in enumerate(categories):
-            rng = np.random.default_rng([seed, ci]); photo = _photo(cat)
+            rng = np.random.default_rng([seed, ci])
+            photo = _photo(cat)
             other = _photo(DEMO_CATEGORIES[(DEMO_CATEGORIES.index(cat) + 1) % 3])
-            def save(a, path): path.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(path)
-            for k in range(n_train): save(_tint(_crop(photo, TRAIN_ROWS, size, rng), cat, rng), tmp / cat / "train" / "good" / f"{k:03d}.png")
-            for k in range(n_test_good): save(_tint(_crop(photo, TEST_ROWS, size, rng), cat, rng), tmp / cat / "test" / "good" / f"{k:03d}.png")
+
+            def save(a, path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(path)
+
+            for k in range(n_train):
+                save(
+                    _tint(_crop(photo, TRAIN_ROWS, size, rng), cat, rng),
+                    tmp / cat / "train" / "good" / f"{k:03d}.png",
+                )
+            for k in range(n_test_good):
+                save(
+                    _tint(_crop(photo, TEST_ROWS, size, rng), cat, rng),
+                    tmp / cat / "test" / "good" / f"{k:03d}.png",
+                )
             for d in DEMO_DEFECTS:
                 for k in range(n_test_each):
                     y, m = PAINTERS[d](_crop(photo, TEST_ROWS, size, rng), rng, other)
-                    save(_tint(y, cat, rng), tmp / cat / "test" / d / f"{k:03d}.png"); save(m.astype(np.float32), tmp / cat / "ground_truth" / d / f"{k:03d}_mask.png")
+                    save(_tint(y, cat, rng), tmp / cat / "test" / d / f"{k:03d}.png")
+                    save(m.astype(np.float32), tmp / cat / "ground_truth" / d / f"{k:03d}_mask.png")
         (tmp / "params.json").write_text(json.dumps(params))
-        try: tmp.rename(out)                                               # atomic; fails if another process finished first
+        try:
+            tmp.rename(out)  # atomic; fails if another process finished first
         except OSError:
-            if not ((out / "params.json").is_file() and json.loads((out / "params.json").read_text()) == params):
-                stale = root / f".stale-{out.name}-{os.getpid()}"; out.rename(stale); tmp.rename(out); shutil.rmtree(stale, ignore_errors=True)
+            if not (
+                (out / "params.json").is_file() and json.loads((out / "params.json").read_text()) == params
+            ):
+                stale = root / f".stale-{out.name}-{os.getpid()}"
+                out.rename(stale)
+                tmp.rename(out)
+                shutil.rmtree(stale, ignore_errors=True)
     finally:
-        if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)            # ours was not needed, or failed half-way
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)  # ours was not needed, or failed half-way
     return out
 
 def demo(category: str = "brick", seed: int = 0, root=None, **kw) -> Split:
     "The demo dataset's `category` as a Split (generated on first use)."
-    if category not in DEMO_CATEGORIES: raise ValueError(f"category {category!r} not found in the demo dataset; the categories there are: {', '.join(DEMO_CATEGORIES)}.")
+    if category not in DEMO_CATEGORIES:
+        raise ValueError(
+            f"category {category!r} not found in the demo dataset; the categories there are: "
+            f"{', '.join(DEMO_CATEGORIES)}."
+        )
     s = mvtec_layout(make_demo(root, seed, **kw), category, name="demo")
-    s.notes.append(f"demo dataset (seed {seed}): crops of scikit-image's {category} photograph; train and test from disjoint bands.")
+    s.notes.append(
+        f"demo dataset (seed {seed}): crops of scikit-image's {category} photograph; train and test from "
+        "disjoint bands."
+    )
     return s

@@ -32,9 +32,14 @@ class CouplingBlock(nn.Module):
         self.d1, self.clamp = dim // 2, clamp
         d1, d2 = self.d1, dim - self.d1
         perm = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
-        self.register_buffer("perm", perm); self.register_buffer("inv_perm", perm.argsort())
-        self.s1 = nn.Sequential(nn.Linear(d1, hidden), nn.ReLU(), nn.Linear(hidden, 2 * d2))   # conditions on y1 → (s, t) for u2
-        self.s2 = nn.Sequential(nn.Linear(d2, hidden), nn.ReLU(), nn.Linear(hidden, 2 * d1))   # conditions on u2 → (s, t) for u1
+        self.register_buffer("perm", perm)
+        self.register_buffer("inv_perm", perm.argsort())
+        self.s1 = nn.Sequential(
+            nn.Linear(d1, hidden), nn.ReLU(), nn.Linear(hidden, 2 * d2)
+        )  # conditions on y1 → (s, t) for u2
+        self.s2 = nn.Sequential(
+            nn.Linear(d2, hidden), nn.ReLU(), nn.Linear(hidden, 2 * d1)
+        )  # conditions on u2 → (s, t) for u1
 
     def _st(self, net, x):
         s, t = net(x).chunk(2, dim=1)
@@ -43,14 +48,20 @@ class CouplingBlock(nn.Module):
     def forward(self, u):                                    # u: (N, dim) → y: (N, dim), log|det J|: (N,)
         u = u[:, self.perm]
         u1, u2 = u[:, :self.d1], u[:, self.d1:]
-        s, t = self._st(self.s2, u2); y1 = u1 * s.exp() + t; logdet = s.sum(1)
-        s, t = self._st(self.s1, y1); y2 = u2 * s.exp() + t; logdet = logdet + s.sum(1)
+        s, t = self._st(self.s2, u2)
+        y1 = u1 * s.exp() + t
+        logdet = s.sum(1)
+        s, t = self._st(self.s1, y1)
+        y2 = u2 * s.exp() + t
+        logdet = logdet + s.sum(1)
         return torch.cat([y1, y2], 1), logdet
 
     def inverse(self, y):
         y1, y2 = y[:, :self.d1], y[:, self.d1:]
-        s, t = self._st(self.s1, y1); u2 = (y2 - t) * (-s).exp()
-        s, t = self._st(self.s2, u2); u1 = (y1 - t) * (-s).exp()
+        s, t = self._st(self.s1, y1)
+        u2 = (y2 - t) * (-s).exp()
+        s, t = self._st(self.s2, u2)
+        u1 = (y1 - t) * (-s).exp()
         return torch.cat([u1, u2], 1)[:, self.inv_perm]
 
 class Flow(nn.Module):
@@ -59,35 +70,68 @@ class Flow(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList([CouplingBlock(dim, hidden, clamp, seed + k) for k in range(n_blocks)])
     def forward(self, u):
-        logdet = u.new_zeros(u.shape[0])                   # shape[0], not len(): a batch size an exported graph keeps free
-        for b in self.blocks: u, ld = b(u); logdet = logdet + ld
+        logdet = u.new_zeros(u.shape[0])  # shape[0], not len(): a batch size an exported graph keeps free
+        for b in self.blocks:
+            u, ld = b(u)
+            logdet = logdet + ld
         return u, logdet
     def inverse(self, z):
         for b in reversed(self.blocks): z = b.inverse(z)
         return z
 
 # %% ../nbs/20_differnet.ipynb #14e7e6e5
-DIFFERNET_REFERENCE = dict(image_size=448, n_scales=3, n_blocks=8, hidden=2048, clamp=3.0, train_views=4, test_views=64,
-                           lr=2e-4, epochs=180, batch_size=192)
-DIFFERNET_SMALL = dict(image_size=128, n_scales=3, n_blocks=4, hidden=256, clamp=3.0, train_views=4, test_views=8,
-                       lr=2e-4, epochs=60, batch_size=16)   # the shipped backbone, on a CPU
+DIFFERNET_REFERENCE = dict(
+    image_size=448,
+    n_scales=3,
+    n_blocks=8,
+    hidden=2048,
+    clamp=3.0,
+    train_views=4,
+    test_views=64,
+    lr=2e-4,
+    epochs=180,
+    batch_size=192,
+)
+DIFFERNET_SMALL = dict(
+    image_size=128,
+    n_scales=3,
+    n_blocks=4,
+    hidden=256,
+    clamp=3.0,
+    train_views=4,
+    test_views=8,
+    lr=2e-4,
+    epochs=60,
+    batch_size=16,
+)   # the shipped backbone, on a CPU
 
 class DifferNet(ADModel):
-    "A normalizing flow on (B, V, D) multi-scale features: per-sample loss (Eq. 11) and score (Eq. 12), averaged over views."
-    def __init__(self, dim: int = 768, n_blocks: int = 8, hidden: int = 2048, clamp: float = 3.0, seed: int = 0):
+    """A normalizing flow on (B, V, D) multi-scale features: per-sample
+    loss (Eq. 11) and score (Eq. 12), averaged over views."""
+
+    def __init__(
+        self, dim: int = 768, n_blocks: int = 8, hidden: int = 2048, clamp: float = 3.0, seed: int = 0
+    ):
         super().__init__()
         self.dim, self.flow = dim, Flow(dim, n_blocks, hidden, clamp, seed)
         self.register_buffer("input_scale", torch.tensor(1.0))
 
     def set_input_scale(self, train_features: torch.Tensor):
-        "Scale inputs by one fixed number, 1/std of the training features (random-weight features are ~100× smaller than ImageNet ones)."
-        self.input_scale.fill_(1 / train_features.float().std().clamp(min=1e-12).item()); return self
+        """Scale inputs by one fixed number, 1/std of the training features
+        (random-weight features are ~100× smaller than ImageNet ones)."""
+        self.input_scale.fill_(1 / train_features.float().std().clamp(min=1e-12).item())
+        return self
 
-    def forward(self, u):                                    # u: (B, V, D) or (B, D) cached features (float16 is fine)
-        u = u.float() * self.input_scale                     # a constant: shifts the NLL by a constant, ranks nothing differently
+    def forward(self, u):  # u: (B, V, D) or (B, D) cached features (float16 is fine)
+        u = (
+            u.float() * self.input_scale
+        )  # a constant: shifts the NLL by a constant, ranks nothing differently
         if u.ndim == 2: u = u[:, None]
         B, V, D = u.shape
-        if D != self.dim: raise ValueError(f"DifferNet expects {self.dim}-d features, got {D} (features from another extractor?).")
+        if D != self.dim:
+            raise ValueError(
+                f"DifferNet expects {self.dim}-d features, got {D} (features from another extractor?)."
+            )
         z, logdet = self.flow(u.reshape(B * V, D))
         sq = 0.5 * z.pow(2).sum(1)                          # ½‖z‖², (B·V,)
         loss = ((sq - logdet) / D).reshape(B, V).mean(1)     # Eq. 11, per dimension, mean over views
@@ -104,7 +148,8 @@ class DifferNet(ADModel):
 
 # %% ../nbs/20_differnet.ipynb #cea0b68b
 def lambda0_for(model: nn.Module, train_features: torch.Tensor, fraction: float = 0.01, n: int = 64) -> float:
-    "λ0 such that λ0·‖θ‖² is `fraction` of |data loss| at initialisation, measured on (up to n) training samples."
+    """λ0 such that λ0·‖θ‖² is `fraction` of |data loss| at
+    initialisation, measured on (up to n) training samples."""
     params = [p for p in model.parameters() if p.requires_grad]
     with torch.no_grad():
         data = model(train_features[:n])[0].mean().abs().item()
@@ -112,9 +157,15 @@ def lambda0_for(model: nn.Module, train_features: torch.Tensor, fraction: float 
     return fraction * max(data, 1e-3) / sq
 
 # %% ../nbs/20_differnet.ipynb #b76d58d7
-def gradient_maps(model: DifferNet, extractor: FeatureExtractor, images: torch.Tensor, sigma: float = 4.0, n_views: int = 1) -> torch.Tensor:
-    "DifferNet's localisation: |∂score/∂pixel| (channel L2 norm), averaged over `n_views` rotations, Gaussian-smoothed: (B, 3, H, W) → (B, H, W)."
-    was = model.training; model.eval(); extractor.eval(); dev = next(model.parameters()).device
+def gradient_maps(
+    model: DifferNet, extractor: FeatureExtractor, images: torch.Tensor, sigma: float = 4.0, n_views: int = 1
+) -> torch.Tensor:
+    """DifferNet's localisation: |∂score/∂pixel| (channel L2 norm), averaged over
+    `n_views` rotations, Gaussian-smoothed: (B, 3, H, W) → (B, H, W)."""
+    was = model.training
+    model.eval()
+    extractor.eval()
+    dev = next(model.parameters()).device
     x = images.to(dev).clone().requires_grad_(True)
     maps = torch.zeros(x.shape[0], *x.shape[-2:], device=dev)
     for v in range(n_views):
@@ -134,10 +185,20 @@ def _score_with_grad(model: DifferNet, u: torch.Tensor) -> torch.Tensor:
     return 0.5 * z.pow(2).sum(1) / model.dim
 
 # %% ../nbs/20_differnet.ipynb #4addfc82
-def differnet_features(split: Split, preset: dict = DIFFERNET_SMALL, pretrained=True, cache=True, device=None, progress: bool = False,
-                       backbone: str = "efficientnet_lite0"):
-    "Cached DifferNet features of a split: (train (N, V, D), test (M, V_test, D), test labels (M,), the extractor)."
-    ext = backbone_class("differnet", backbone)(preset["image_size"], pretrained=pretrained, n_scales=preset["n_scales"])
+def differnet_features(
+    split: Split,
+    preset: dict = DIFFERNET_SMALL,
+    pretrained=True,
+    cache=True,
+    device=None,
+    progress: bool = False,
+    backbone: str = "efficientnet_lite0",
+):
+    """Cached DifferNet features of a split: (train (N, V, D),
+    test (M, V_test, D), test labels (M,), the extractor)."""
+    ext = backbone_class("differnet", backbone)(
+        preset["image_size"], pretrained=pretrained, n_scales=preset["n_scales"]
+    )
     kw = dict(cache=cache, device=device, progress=progress)
     train = extract_features(ADDataset(split.train), ext, n_views=preset["train_views"], **kw).features
     test = extract_features(ADDataset(split.test), ext, n_views=preset["test_views"], **kw).features

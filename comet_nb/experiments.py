@@ -35,22 +35,52 @@ from scipy import ndimage
 from matplotlib.figure import Figure
 from PIL import Image
 import comet_nb
-from .data import (UNKNOWN, ADDataset, Record, Split, categories, contaminate, image_files, image_folder, ksdd2,
-                           load_image, mvtec, resize_crop, viaduct)
+from comet_nb.data import (
+    UNKNOWN,
+    ADDataset,
+    Record,
+    Split,
+    categories,
+    contaminate,
+    image_files,
+    image_folder,
+    ksdd2,
+    load_image,
+    mvtec,
+    resize_crop,
+    viaduct,
+)
 from .demo import demo
 from .features import PAPER_BACKBONES, _batch_features, backbone_class, extract_features
 from .scl import score_origin, weights_at
-from .meta import (CoMet, CoMetConfig, History, ProgressBar, SaveCheckpoint, atomic_file, resolve_device, score_all,
-                           training_curves)
+from comet_nb.meta import (
+    CoMet,
+    CoMetConfig,
+    History,
+    ProgressBar,
+    SaveCheckpoint,
+    atomic_file,
+    resolve_device,
+    score_all,
+    training_curves,
+)
 from .differnet import DIFFERNET_REFERENCE, DIFFERNET_SMALL, DifferNet, gradient_maps, lambda0_for
 from .simplenet import (SIMPLENET_REFERENCE, SIMPLENET_SMALL, SimpleNet, predict as simplenet_predict,
                                 simplenet_dataset)
-from .metrics import (StreamingAUPRO, curation_report, decision_threshold, f1_max, image_auroc, nn_image_scores,
-                              precision_recall_f1)
+from comet_nb.metrics import (
+    StreamingAUPRO,
+    curation_report,
+    decision_threshold,
+    f1_max,
+    image_auroc,
+    nn_image_scores,
+    precision_recall_f1,
+)
 
 # %% ../nbs/31_experiments.ipynb #d75ec314
 def atomic_write(path, data: str | bytes) -> Path:
-    "Write text or bytes to `path` atomically (`atomic_file` of the trainer's notebook): a temporary file beside it, fsync, rename; a failure (a full disk) names the file and leaves the previous version."
+    """Write text or bytes to `path` atomically (`atomic_file` of the trainer's notebook): a temporary file
+    beside it, fsync, rename; a failure (a full disk) names the file and leaves the previous version."""
     return atomic_file(path, lambda f: f.write(data.encode() if isinstance(data, str) else data))
 
 def check_writable(folder) -> Path:
@@ -58,9 +88,14 @@ def check_writable(folder) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp"); os.close(fd); os.unlink(probe)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e:
-        raise OSError(f"cannot write to the output folder {folder}: {e.strerror or e}. Choose a folder you can write to.") from None
+        raise OSError(
+            f"cannot write to the output folder {folder}: {e.strerror or e}. Choose a folder you can write "
+            "to."
+        ) from None
     return folder
 
 # %% ../nbs/31_experiments.ipynb #0ed79cb7
@@ -68,8 +103,16 @@ FORMATS = ("auto", "mvtec", "viaduct", "ksdd2", "folder", "demo")
 MODELS, METHODS, PRESET_NAMES = ("differnet", "simplenet"), ("baseline", "comet"), ("small", "reference")
 PRESETS = {("differnet", "small"): DIFFERNET_SMALL, ("differnet", "reference"): DIFFERNET_REFERENCE,
            ("simplenet", "small"): SIMPLENET_SMALL, ("simplenet", "reference"): SIMPLENET_REFERENCE}
-_OWN_FIELDS = ("epochs", "image_size", "batch_size", "lr")      # preset entries that have a RunConfig field of their own
-_SMALL_FOR = {("differnet", "alexnet"): dict(image_size=256)}  # the small preset on AlexNet: >= 63 px at its smallest of 3 scales
+_OWN_FIELDS = (
+    "epochs",
+    "image_size",
+    "batch_size",
+    "lr",
+)  # preset entries that have a RunConfig field of their own
+_SMALL_FOR = {
+    ("differnet", "alexnet"): dict(image_size=256)
+}  # the small preset on AlexNet: >= 63 px at its smallest of 3 scales
+
 
 def _bad(name: str, value, what: str):
     raise ValueError(f"{name} = {value!r} is not valid: {what}")
@@ -80,28 +123,36 @@ def _is_num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v,
 @dataclass
 class RunConfig:
     "Everything that defines one training run; saved as config.json beside its results."
-    data: str = "demo"                  # 'demo' or a dataset folder
-    category: str | None = None         # the dataset's category (demo: None means 'brick'; KSDD2 and plain folders: None)
+    data: str = "demo"  # 'demo' or a dataset folder
+    category: str | None = (
+        None  # the dataset's category (demo: None means 'brick'; KSDD2 and plain folders: None)
+    )
     format: str = "auto"                # 'auto', 'mvtec', 'viaduct', 'ksdd2', 'folder' or 'demo'
     model: str = "simplenet"            # 'differnet' or 'simplenet'
     method: str = "comet"               # 'baseline' (the model's own training) or 'comet'
     use_meta: bool = True               # Table 5 switches, used with method='comet'
     scl_data: bool = True
     scl_model: bool = True
-    noise: float = 0.0                  # fraction in [0, 1) of the training set made of defective test images (0: none)
+    noise: float = 0.0  # fraction in [0, 1) of the training set made of defective test images (0: none)
     epochs: int | None = None           # None: the preset's
     image_size: int | None = None       # None: the preset's
-    preset: str = "small"               # 'small' (CPU) or 'reference' (the papers' settings)
-    overrides: dict = field(default_factory=dict)   # other preset entries, e.g. {'dim': 128} or {'n_scales': 2}
-    backbone: str = "efficientnet_lite0"   # frozen features: 'efficientnet_lite0' (ships with the kit), or the paper's: 'wrn50' (SimpleNet), 'alexnet' (DifferNet), 'paper' (the model's)
-    pretrained: bool | str = True       # ImageNet weights (shipped, or downloaded for the paper's backbones), False (random: mechanics tests only), or a weight file
+    preset: str = "small"  # 'small' (CPU) or 'reference' (the papers' settings)
+    overrides: dict = field(
+        default_factory=dict
+    )  # other preset entries, e.g. {'dim': 128} or {'n_scales': 2}
+    backbone: str = "efficientnet_lite0"  # frozen features: 'efficientnet_lite0' (ships with the kit), or the paper's: 'wrn50' (SimpleNet), 'alexnet' (DifferNet), 'paper' (the model's)
+    pretrained: bool | str = (
+        True  # ImageNet weights (shipped, or downloaded for the paper's backbones), False (random: mechanics tests only), or a weight file
+    )
     device: str = "auto"
     seed: int = 0                       # model initialisation, training, contamination
     kappa: float = 1.5                  # κ of Eq. 2 (and of the decision threshold)
-    gamma: float = 0.5                  # γ of Eq. 5
-    lambda0: float | str = "auto"       # λ0 of Eq. 5; 'auto': 1 % of the data loss at initialisation (`lambda0_for`)
-    n_tasks: int = 4                    # tasks per epoch (Eq. 7–9)
-    sigma: str = "paper"                # Σ of Eq. 4: 'paper' (one round's pairs) or 'pooled' (unit-free, pooled over rounds; not the paper's)
+    gamma: float = 0.5  # γ of Eq. 5
+    lambda0: float | str = (
+        "auto"  # λ0 of Eq. 5; 'auto': 1 % of the data loss at initialisation (`lambda0_for`)
+    )
+    n_tasks: int = 4  # tasks per epoch (Eq. 7–9)
+    sigma: str = "paper"  # Σ of Eq. 4: 'paper' (one round's pairs) or 'pooled' (unit-free, pooled over rounds; not the paper's)
     batch_size: int | None = None       # None: the preset's
     lr: float | None = None             # α = β; None: the preset's
     pixel_maps: bool = False            # DifferNet: gradient maps of the test set for pixel AUROC (slow)
@@ -110,63 +161,145 @@ class RunConfig:
 
     def __post_init__(self):
         if isinstance(self.data, os.PathLike): self.data = str(self.data)
-        if not isinstance(self.data, str) or not self.data: _bad("data", self.data, "give 'demo' or the path of a dataset folder.")
+        if not isinstance(self.data, str) or not self.data:
+            _bad("data", self.data, "give 'demo' or the path of a dataset folder.")
         if self.category is not None and (not isinstance(self.category, str) or not self.category):
             _bad("category", self.category, "give a category name (a string) or None.")
-        for name, choices in (("format", FORMATS), ("model", MODELS), ("method", METHODS), ("preset", PRESET_NAMES)):
-            if getattr(self, name) not in choices: _bad(name, getattr(self, name), f"choose one of {', '.join(map(repr, choices))}.")
-        if self.format == "demo" and self.data != "demo": _bad("format", self.format, "format 'demo' goes with data='demo'; for a folder use 'auto' or its layout.")
-        if self.data == "demo" and self.format not in ("auto", "demo"): _bad("format", self.format, "data='demo' is the generated demo set: use format 'auto' or 'demo'.")
+        for name, choices in (
+            ("format", FORMATS),
+            ("model", MODELS),
+            ("method", METHODS),
+            ("preset", PRESET_NAMES),
+        ):
+            if getattr(self, name) not in choices:
+                _bad(name, getattr(self, name), f"choose one of {', '.join(map(repr, choices))}.")
+        if self.format == "demo" and self.data != "demo":
+            _bad(
+                "format",
+                self.format,
+                "format 'demo' goes with data='demo'; for a folder use 'auto' or its layout.",
+            )
+        if self.data == "demo" and self.format not in ("auto", "demo"):
+            _bad("format", self.format, "data='demo' is the generated demo set: use format 'auto' or 'demo'.")
         for name in ("use_meta", "scl_data", "scl_model", "pixel_maps", "nn_reference"):
-            if not isinstance(getattr(self, name), bool): _bad(name, getattr(self, name), "give True or False.")
+            if not isinstance(getattr(self, name), bool):
+                _bad(name, getattr(self, name), "give True or False.")
         if not _is_num(self.noise) or not 0 <= self.noise < 1:
-            _bad("noise", self.noise, "give a fraction in [0, 1) of the training set to replace by defective test images (0: none).")
+            _bad(
+                "noise",
+                self.noise,
+                "give a fraction in [0, 1) of the training set to replace by defective test images (0: "
+                "none).",
+            )
         for name, low in (("epochs", 1), ("batch_size", 1), ("image_size", 16)):
             v = getattr(self, name)
-            if v is not None and (not _is_int(v) or v < low): _bad(name, v, f"give an integer >= {low}, or None for the preset's.")
-        if not isinstance(self.overrides, dict): _bad("overrides", self.overrides, "give a dict of preset entries, e.g. {'dim': 128}.")
+            if v is not None and (not _is_int(v) or v < low):
+                _bad(name, v, f"give an integer >= {low}, or None for the preset's.")
+        if not isinstance(self.overrides, dict):
+            _bad("overrides", self.overrides, "give a dict of preset entries, e.g. {'dim': 128}.")
         base = PRESETS[(self.model, self.preset)]
         for k, v in self.overrides.items():
-            if k in _OWN_FIELDS: _bad("overrides", self.overrides, f"{k!r} has a field of its own: set RunConfig({k}=...) instead.")
-            if k not in base: _bad("overrides", self.overrides, f"{k!r} is not an entry of the {self.model} preset; its entries are {', '.join(sorted(set(base) - set(_OWN_FIELDS)))}.")
-            if not (v is None or isinstance(v, (bool, int, float, str))): _bad("overrides", self.overrides, f"the value of {k!r} must be a number, a string, a bool or None.")
-        if not isinstance(self.backbone, str): _bad("backbone", self.backbone, "give a backbone name, e.g. 'efficientnet_lite0'.")
-        if self.backbone == "paper": self.backbone = PAPER_BACKBONES[self.model]    # the paper's: WRN-50 or AlexNet
+            if k in _OWN_FIELDS:
+                _bad(
+                    "overrides",
+                    self.overrides,
+                    f"{k!r} has a field of its own: set RunConfig({k}=...) instead.",
+                )
+            if k not in base:
+                _bad(
+                    "overrides",
+                    self.overrides,
+                    f"{k!r} is not an entry of the {self.model} preset; its entries are "
+                    f"{', '.join(sorted(set(base) - set(_OWN_FIELDS)))}.",
+                )
+            if not (v is None or isinstance(v, (bool, int, float, str))):
+                _bad(
+                    "overrides",
+                    self.overrides,
+                    f"the value of {k!r} must be a number, a string, a bool or None.",
+                )
+        if not isinstance(self.backbone, str):
+            _bad("backbone", self.backbone, "give a backbone name, e.g. 'efficientnet_lite0'.")
+        if self.backbone == "paper":
+            self.backbone = PAPER_BACKBONES[self.model]  # the paper's: WRN-50 or AlexNet
         try: backbone_class(self.model, self.backbone)
         except ValueError as e: _bad("backbone", self.backbone, str(e).split(": ", 1)[1])
         if isinstance(self.pretrained, os.PathLike): self.pretrained = str(self.pretrained)
         if not isinstance(self.pretrained, (bool, str)) or self.pretrained == "":
-            _bad("pretrained", self.pretrained, "give True (ImageNet weights), False (random weights) or the path of a weight file.")
-        if not isinstance(self.device, str) or not self.device: _bad("device", self.device, "give 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+            _bad(
+                "pretrained",
+                self.pretrained,
+                "give True (ImageNet weights), False (random weights) or the path of a weight file.",
+            )
+        if not isinstance(self.device, str) or not self.device:
+            _bad("device", self.device, "give 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
         if not _is_int(self.seed) or self.seed < 0: _bad("seed", self.seed, "give an integer >= 0.")
         for name in ("kappa", "gamma"):
-            if not _is_num(getattr(self, name)) or getattr(self, name) < 0: _bad(name, getattr(self, name), "give a finite number >= 0.")
+            if not _is_num(getattr(self, name)) or getattr(self, name) < 0:
+                _bad(name, getattr(self, name), "give a finite number >= 0.")
         if self.lambda0 != "auto" and (not _is_num(self.lambda0) or self.lambda0 < 0):
-            _bad("lambda0", self.lambda0, "give 'auto' (1 % of the data loss at initialisation) or a finite number >= 0.")
-        if not _is_int(self.n_tasks) or self.n_tasks < 2: _bad("n_tasks", self.n_tasks, "give an integer >= 2 (one task to adapt on, the others to validate on).")
-        if self.sigma not in ("paper", "pooled"): _bad("sigma", self.sigma, "give 'paper' (Eq. 4 on one round's pairs) or 'pooled' (unit-free, pooled over rounds; not the paper's).")
-        if self.method == "comet" and self.use_meta and self.scl_model and self.n_tasks == 2 and self.sigma == "paper":
-            _bad("n_tasks", 2, "two tasks give two (train, val) pairs per round, whose covariance is singular (det Σ ≡ 0): λ would never leave λ0. "
-                               "Give n_tasks >= 3, sigma='pooled', or scl_model=False.")
-        if self.lr is not None and (not _is_num(self.lr) or self.lr <= 0): _bad("lr", self.lr, "give a finite learning rate > 0, or None for the preset's.")
+            _bad(
+                "lambda0",
+                self.lambda0,
+                "give 'auto' (1 % of the data loss at initialisation) or a finite number >= 0.",
+            )
+        if not _is_int(self.n_tasks) or self.n_tasks < 2:
+            _bad(
+                "n_tasks",
+                self.n_tasks,
+                "give an integer >= 2 (one task to adapt on, the others to validate on).",
+            )
+        if self.sigma not in ("paper", "pooled"):
+            _bad(
+                "sigma",
+                self.sigma,
+                "give 'paper' (Eq. 4 on one round's pairs) or 'pooled' (unit-free, pooled over rounds; not "
+                "the paper's).",
+            )
+        if (
+            self.method == "comet"
+            and self.use_meta
+            and self.scl_model
+            and self.n_tasks == 2
+            and self.sigma == "paper"
+        ):
+            _bad(
+                "n_tasks",
+                2,
+                "two tasks give two (train, val) pairs per round, whose covariance is singular (det Σ ≡ 0): "
+                "λ would never leave λ0. "
+                "Give n_tasks >= 3, sigma='pooled', or scl_model=False.",
+            )
+        if self.lr is not None and (not _is_num(self.lr) or self.lr <= 0):
+            _bad("lr", self.lr, "give a finite learning rate > 0, or None for the preset's.")
         if isinstance(self.cache, os.PathLike): self.cache = str(self.cache)
-        if not isinstance(self.cache, (bool, str)) or self.cache == "": _bad("cache", self.cache, "give True (the user cache folder), False, or a folder.")
+        if not isinstance(self.cache, (bool, str)) or self.cache == "":
+            _bad("cache", self.cache, "give True (the user cache folder), False, or a folder.")
         self.preset_dict()                                           # the resolved preset must make sense too
 
     def preset_dict(self) -> dict:
-        "The model's preset with this run's overrides, image size, epochs, batch size and learning rate applied."
+        """The model's preset with this run's overrides, image
+        size, epochs, batch size and learning rate applied."""
         small = _SMALL_FOR.get((self.model, self.backbone), {}) if self.preset == "small" else {}
         p = {**PRESETS[(self.model, self.preset)], **small, **self.overrides}
         if self.image_size is not None:
-            if p.get("resize"): p["resize"] = round(self.image_size * p["resize"] / p["image_size"])   # keep the crop's share
+            if p.get("resize"):
+                p["resize"] = round(self.image_size * p["resize"] / p["image_size"])  # keep the crop's share
             p["image_size"] = self.image_size
         for k in ("epochs", "batch_size", "lr"):
             if getattr(self, k) is not None: p[k] = getattr(self, k)
         if self.model == "differnet":
             least, net = (63, "AlexNet") if self.backbone == "alexnet" else (32, "EfficientNet-Lite0")
             smallest = p["image_size"] // 2 ** (p["n_scales"] - 1)
-            if smallest < least: _bad("image_size", p["image_size"], f"{net} needs >= {least} px at the smallest of {p['n_scales']} scales (this gives {smallest} px); "
-                                      f"use image_size >= {least * 2 ** (p['n_scales'] - 1)} or fewer scales (overrides={{'n_scales': 1}}).")
+            if smallest < least:
+                _bad(
+                    "image_size",
+                    p["image_size"],
+                    f"{net} needs >= {least} px at the smallest of {p['n_scales']} scales (this gives "
+                    f"{smallest} px); "
+                    f"use image_size >= {least * 2 ** (p['n_scales'] - 1)} or fewer scales "
+                    "(overrides={'n_scales': 1}).",
+                )
         return p
 
     def to_dict(self) -> dict:
@@ -180,12 +313,19 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict, where: str = "the config"):
         "A config from a dict; unknown keys and bad values are clear errors."
-        if not isinstance(d, dict): raise ValueError(f"{where} must be a JSON object (a dict of settings); got {type(d).__name__}.")
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} must be a JSON object (a dict of settings); got {type(d).__name__}.")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
-        if unknown: raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; the valid keys are: {', '.join(sorted(known))}.")
-        if "backbone" not in d and d.get("model", "simplenet") in PAPER_BACKBONES:     # written before the backbone was a choice:
-            d = dict(d, backbone=PAPER_BACKBONES[d.get("model", "simplenet")])          # those runs used the paper's
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; the valid keys are: "
+                f"{', '.join(sorted(known))}."
+            )
+        if (
+            "backbone" not in d and d.get("model", "simplenet") in PAPER_BACKBONES
+        ):  # written before the backbone was a choice:
+            d = dict(d, backbone=PAPER_BACKBONES[d.get("model", "simplenet")])  # those runs used the paper's
         return cls(**d)
 
     @classmethod
@@ -201,50 +341,73 @@ class RunConfig:
 def _has_masks(cat: Path) -> bool:
     "Does every defective test image of an MVTec-layout category have its ground-truth mask?"
     for d in (p for p in (cat / "test").iterdir() if p.is_dir() and p.name != "good"):
-        if any(not (cat / "ground_truth" / d.name / f"{p.stem}_mask.png").is_file() for p in image_files(d)): return False
+        if any(not (cat / "ground_truth" / d.name / f"{p.stem}_mask.png").is_file() for p in image_files(d)):
+            return False
     return True
 
 def detect_format(root, category: str | None = None) -> str:
-    "The layout of a dataset folder: 'ksdd2', 'mvtec' (a mask for every defect), 'viaduct' (MVTec layout, masks optional) or 'folder'."
+    """The layout of a dataset folder: 'ksdd2', 'mvtec' (a mask for every
+    defect), 'viaduct' (MVTec layout, masks optional) or 'folder'."""
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"data folder not found: {root}")
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     train, test = root / "train", root / "test"
-    if train.is_dir() and test.is_dir() and any(p.stem.endswith("_GT") for p in train.iterdir()): return "ksdd2"
+    if train.is_dir() and test.is_dir() and any(p.stem.endswith("_GT") for p in train.iterdir()):
+        return "ksdd2"
     cats = [c for c in subdirs if (root / c / "train" / "good").is_dir() and (root / c / "test").is_dir()]
     if cats:
         look = [category] if category in cats else cats
         return "mvtec" if all(_has_masks(root / c) for c in look) else "viaduct"
     if image_files(root) or (train.is_dir() and image_files(train)): return "folder"
     files = sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
-    raise ValueError(f"cannot tell the layout of {root}: it holds {len(subdirs)} folder(s) ({', '.join(subdirs[:8]) or 'none'}) and "
-                     f"{len(files)} file(s) ({', '.join(files[:8]) or 'none'}), and no images. Expected KSDD2 (train/ and test/ with N.png + N_GT.png), "
-                     "MVTec-AD / VIADUCT (<category>/train/good and <category>/test/<defect>), or a folder of images (or train/ [+ test/good, test/<defect>]). "
-                     "Pass format=... if it is one of these.")
+    raise ValueError(
+        f"cannot tell the layout of {root}: it holds {len(subdirs)} folder(s) "
+        f"({', '.join(subdirs[:8]) or 'none'}) and "
+        f"{len(files)} file(s) ({', '.join(files[:8]) or 'none'}), and no images. Expected KSDD2 (train/ "
+        "and test/ with N.png + N_GT.png), "
+        "MVTec-AD / VIADUCT (<category>/train/good and <category>/test/<defect>), or a folder of images (or "
+        "train/ [+ test/good, test/<defect>]). "
+        "Pass format=... if it is one of these."
+    )
 
-def load_split(data, category: str | None = None, format: str = "auto", noise: float = 0.0, seed: int = 0) -> Split:
-    "The Split of a run: the demo set or a dataset folder (layout detected or given), contaminated with `noise` if > 0."
+def load_split(
+    data, category: str | None = None, format: str = "auto", noise: float = 0.0, seed: int = 0
+) -> Split:
+    """The Split of a run: the demo set or a dataset folder (layout
+    detected or given), contaminated with `noise` if > 0."""
     if format not in FORMATS: _bad("format", format, f"choose one of {', '.join(map(repr, FORMATS))}.")
     if str(data) == "demo" or format == "demo":
         if str(data) != "demo": _bad("format", format, "format 'demo' goes with data='demo'.")
         s = demo(category or "brick")                          # the demo *dataset* is always seed 0
     else:
         root = Path(data)
-        if not root.is_dir(): raise FileNotFoundError(f"data folder not found: {root}. Give 'demo' or a dataset folder.")
+        if not root.is_dir():
+            raise FileNotFoundError(f"data folder not found: {root}. Give 'demo' or a dataset folder.")
         fmt = detect_format(root, category) if format == "auto" else format
         if fmt in ("mvtec", "viaduct"):
             cats = categories(root)
-            if not cats: raise ValueError(f"{root} is not in the MVTec layout: no <category>/train folder in it.")
+            if not cats:
+                raise ValueError(f"{root} is not in the MVTec layout: no <category>/train folder in it.")
             if category not in cats:
                 what = "needs a category" if category is None else f"has no category {category!r}"
-                raise ValueError(f"{root} {what}; the categories there are: {', '.join(cats)}. Pass category=...")
+                raise ValueError(
+                    f"{root} {what}; the categories there are: {', '.join(cats)}. Pass category=..."
+                )
             s = (mvtec if fmt == "mvtec" else viaduct)(root, category)
         elif fmt == "ksdd2":
-            if category not in (None, "ksdd2"): raise ValueError(f"KSDD2 has no categories; got category={category!r}. Use category=None.")
+            if category not in (None, "ksdd2"):
+                raise ValueError(f"KSDD2 has no categories; got category={category!r}. Use category=None.")
             s = ksdd2(root)
         else:
-            if category is not None: raise ValueError(f"a plain image folder has no categories; got category={category!r}. Use category=None.")
-            s = image_folder(root) if image_files(root) else image_folder(root / "train", root / "test" if (root / "test").is_dir() else None)
+            if category is not None:
+                raise ValueError(
+                    f"a plain image folder has no categories; got category={category!r}. Use category=None."
+                )
+            s = (
+                image_folder(root)
+                if image_files(root)
+                else image_folder(root / "train", root / "test" if (root / "test").is_dir() else None)
+            )
     if noise: s = contaminate(s, noise, seed=seed)
     return s
 
@@ -252,19 +415,30 @@ def load_split(data, category: str | None = None, format: str = "auto", noise: f
 def make_extractor(cfg: RunConfig):
     "The frozen backbone of the run's model, from its resolved preset."
     p, cls = cfg.preset_dict(), backbone_class(cfg.model, cfg.backbone)
-    if cfg.model == "differnet": return cls(p["image_size"], pretrained=cfg.pretrained, n_scales=p["n_scales"])
+    if cfg.model == "differnet":
+        return cls(p["image_size"], pretrained=cfg.pretrained, n_scales=p["n_scales"])
     return cls(p["image_size"], pretrained=cfg.pretrained, dim=p["dim"])
 
 def make_dataset(records, cfg: RunConfig) -> ADDataset:
-    "Images as the model sees them: DifferNet's at their own size (its extractor resizes), SimpleNet's by `simplenet_dataset`."
+    """Images as the model sees them: DifferNet's at their own size (its
+    extractor resizes), SimpleNet's by `simplenet_dataset`."""
     if cfg.model == "differnet": return ADDataset(records)
     return simplenet_dataset(records, cfg.preset_dict())
 
 def run_features(records, cfg: RunConfig, extractor, train: bool = True, device=None, progress: bool = False):
-    "Cached features of `records` (DifferNet: `train_views` or `test_views` rotations each), as `differnet_features` / `simplenet_features` compute them."
+    """Cached features of `records` (DifferNet: `train_views` or `test_views`
+    rotations each), as `differnet_features` / `simplenet_features` compute them."""
     p = cfg.preset_dict()
     views = (p["train_views"] if train else p["test_views"]) if cfg.model == "differnet" else 1
-    return extract_features(make_dataset(records, cfg), extractor, n_views=views, cache=cfg.cache, device=device, progress=progress).features
+    return extract_features(
+        make_dataset(records, cfg),
+        extractor,
+        n_views=views,
+        cache=cfg.cache,
+        device=device,
+        progress=progress,
+    ).features
+
 
 def _sample(feats, n: int = 512) -> torch.Tensor:
     "Up to n rows of a feature tensor or of a memory-mapped feature set, as a tensor."
@@ -272,31 +446,64 @@ def _sample(feats, n: int = 512) -> torch.Tensor:
     return torch.stack([feats[i] for i in range(min(n, len(feats)))])
 
 def make_model(cfg: RunConfig, dim: int, train_feats=None):
-    "A fresh model from the preset, initialised from `cfg.seed` (the global RNG is left alone); inputs scaled by the training features as in the model's notebook."
+    """A fresh model from the preset, initialised from `cfg.seed` (the global RNG is left
+    alone); inputs scaled by the training features as in the model's notebook."""
     p = cfg.preset_dict()
-    scale = None if train_feats is None else train_feats if isinstance(train_feats, torch.Tensor) else _sample(train_feats)
+    scale = (
+        None
+        if train_feats is None
+        else train_feats
+        if isinstance(train_feats, torch.Tensor)
+        else _sample(train_feats)
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        m = DifferNet.from_preset(p, dim=dim, seed=cfg.seed) if cfg.model == "differnet" else SimpleNet.from_preset(p, seed=cfg.seed)
+        m = (
+            DifferNet.from_preset(p, dim=dim, seed=cfg.seed)
+            if cfg.model == "differnet"
+            else SimpleNet.from_preset(p, seed=cfg.seed)
+        )
     if scale is not None and (cfg.model == "differnet" or p["scale_inputs"]): m.set_input_scale(scale)
     return m
 
 def trainer_config(cfg: RunConfig, lambda0: float = 0.0) -> CoMetConfig:
-    "The run's CoMetConfig: the model's own training for 'baseline', CoMet with the Table 5 switches otherwise; α = β = the preset's lr."
+    """The run's CoMetConfig: the model's own training for 'baseline', CoMet
+    with the Table 5 switches otherwise; α = β = the preset's lr."""
     p = cfg.preset_dict()
-    common = dict(kappa=cfg.kappa, gamma=cfg.gamma, n_tasks=cfg.n_tasks, epochs=p["epochs"], batch_size=p["batch_size"],
-                  beta=p["lr"], seed=cfg.seed, device=cfg.device)
+    common = dict(
+        kappa=cfg.kappa,
+        gamma=cfg.gamma,
+        n_tasks=cfg.n_tasks,
+        epochs=p["epochs"],
+        batch_size=p["batch_size"],
+        beta=p["lr"],
+        seed=cfg.seed,
+        device=cfg.device,
+    )
     if cfg.method == "baseline": return CoMetConfig.baseline(**common)
-    return CoMetConfig(**common, alpha=p["lr"], lambda0=float(lambda0), use_meta=cfg.use_meta, scl_data=cfg.scl_data, scl_model=cfg.scl_model,
-                      sigma=cfg.sigma)
+    return CoMetConfig(
+        **common,
+        alpha=p["lr"],
+        lambda0=float(lambda0),
+        use_meta=cfg.use_meta,
+        scl_data=cfg.scl_data,
+        scl_model=cfg.scl_model,
+        sigma=cfg.sigma,
+    )
 
 # %% ../nbs/31_experiments.ipynb #34651e2e
-PROTOCOL = ("Scores of the model after the last training epoch (no epoch is chosen on the test set). threshold = Q3 + kappa*(Q3 - Q1) of the "
-            "training images' scores under that model (decision_threshold), never of the test set; precision, recall and f1 are at that threshold. "
-            "f1_max is an oracle (the best threshold picked with the test labels), reported only to compare with papers that use it. "
-            "nn_reference_i_auroc: a training-free nearest-neighbour score on the same features, as a reference. "
-            "p_aupro: MVTec's per-region overlap (ground-truth regions of 8-connected pixels, each counted once) "
-            "integrated over the false-positive rate of good pixels from 0 to 0.3, divided by 0.3; from p_auroc's maps.")
+PROTOCOL = (
+    "Scores of the model after the last training epoch (no epoch is chosen on the test set). threshold = Q3 "
+    "+ kappa*(Q3 - Q1) of the "
+    "training images' scores under that model (decision_threshold), never of the test set; precision, "
+    "recall and f1 are at that threshold. "
+    "f1_max is an oracle (the best threshold picked with the test labels), reported only to compare with "
+    "papers that use it. "
+    "nn_reference_i_auroc: a training-free nearest-neighbour score on the same features, as a reference. "
+    "p_aupro: MVTec's per-region overlap (ground-truth regions of 8-connected pixels, each counted once) "
+    "integrated over the false-positive rate of good pixels from 0 to 0.3, divided by 0.3; from p_auroc's "
+    "maps."
+)
 
 def _finite(x):
     "JSON-safe: NaN and inf become None, numpy and torch scalars plain numbers, recursively."
@@ -307,57 +514,95 @@ def _finite(x):
     return x
 
 def image_metrics(labels, scores, tau: float | None) -> dict:
-    "Image metrics of a labelled test set; None where one cannot be computed (one class only, or no threshold)."
+    """Image metrics of a labelled test set; None where one
+    cannot be computed (one class only, or no threshold)."""
     y, s = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    out = dict(i_auroc=None, i_auroc_se=None, precision=None, recall=None, f1=None, threshold=tau, f1_max=None, n_test=len(y), n_test_defective=n_pos)
+    out = dict(
+        i_auroc=None,
+        i_auroc_se=None,
+        precision=None,
+        recall=None,
+        f1=None,
+        threshold=tau,
+        f1_max=None,
+        n_test=len(y),
+        n_test_defective=n_pos,
+    )
     if n_pos and n_neg:
-        r = image_auroc(y, s); out.update(i_auroc=r["auroc"], i_auroc_se=r["se"])
+        r = image_auroc(y, s)
+        out.update(i_auroc=r["auroc"], i_auroc_se=r["se"])
     if n_pos:
-        if tau is not None: out.update({k: v for k, v in precision_recall_f1(y, s, tau).items() if k != "tau"})
+        if tau is not None:
+            out.update({k: v for k, v in precision_recall_f1(y, s, tau).items() if k != "tau"})
         out["f1_max"] = f1_max(y, s)["f1"]
     return out
 
 def _model_scores(model, feats, batch_size: int = 64, device=None) -> torch.Tensor:
-    "Inference scores of cached features: the model's own `score` (SimpleNet) or its eval-mode forward (DifferNet). (N,) on the CPU."
+    """Inference scores of cached features: the model's own `score`
+    (SimpleNet) or its eval-mode forward (DifferNet). (N,) on the CPU."""
     fn = model.score if isinstance(model, SimpleNet) else None
     return score_all(model, feats, batch_size, device or next(model.parameters()).device, fn)
 
 def _map_batches(model, extractor, cfg: RunConfig, records, feats, device, batch_size: int = 16):
-    "Yield (indices, masks (B, S, S) or None, maps (B, S, S)): SimpleNet's maps from cached features, DifferNet's gradient maps from the images."
+    """Yield (indices, masks (B, S, S) or None, maps (B, S, S)): SimpleNet's maps
+    from cached features, DifferNet's gradient maps from the images."""
     ds = make_dataset(records, cfg)
     for s in range(0, len(ds), batch_size):
         items = [ds[i] for i in range(s, min(len(ds), s + batch_size))]
         if isinstance(model, SimpleNet):
-            o = feats[s:s + len(items)] if isinstance(feats, torch.Tensor) else torch.stack([feats[i] for i in range(s, s + len(items))])
-            masks = None if any(it["mask"] is None for it in items) else (torch.stack([it["mask"] for it in items]) > 0.5).float()
-            yield list(range(s, s + len(items))), masks, model.anomaly_map(o.to(device), items[0]["image"].shape[-1]).cpu()
-        else:                                                  # the backbone is in the loop; one image at a time (sizes may differ)
+            o = (
+                feats[s : s + len(items)]
+                if isinstance(feats, torch.Tensor)
+                else torch.stack([feats[i] for i in range(s, s + len(items))])
+            )
+            masks = (
+                None
+                if any(it["mask"] is None for it in items)
+                else (torch.stack([it["mask"] for it in items]) > 0.5).float()
+            )
+            yield (
+                list(range(s, s + len(items))),
+                masks,
+                model.anomaly_map(o.to(device), items[0]["image"].shape[-1]).cpu(),
+            )
+        else:  # the backbone is in the loop; one image at a time (sizes may differ)
             for i, it in enumerate(items):
                 mp = gradient_maps(model, extractor.to(device), it["image"][None], sigma=4.0).cpu()
                 yield [s + i], None if it["mask"] is None else (it["mask"][None] > 0.5).float(), mp
 
 def map_scale(maps) -> tuple:
-    "(lo, hi): one colour scale for a set of anomaly maps — their pooled 1st and 99th percentiles — so equal colours mean equal scores."
+    """(lo, hi): one colour scale for a set of anomaly maps — their pooled
+    1st and 99th percentiles — so equal colours mean equal scores."""
     v = torch.cat([m.float().flatten() for m in maps])
-    if len(v) > 1_000_000: v = v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[:1_000_000]]
+    if len(v) > 1_000_000:
+        v = v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[:1_000_000]]
     lo, hi = torch.quantile(v, torch.tensor([0.01, 0.99])).tolist()
     return lo, max(hi, lo + 1e-12)
 
 def _map_png(m: torch.Tensor, lo: float, hi: float) -> bytes:
     "One anomaly map as a colour PNG on the shared scale [lo, hi] (`map_scale`)."
     a = ((m.float().numpy() - lo) / (hi - lo)).clip(0, 1)
-    buf = io.BytesIO(); Image.fromarray((colormaps["viridis"](a)[..., :3] * 255).astype(np.uint8)).save(buf, format="png"); return buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray((colormaps["viridis"](a)[..., :3] * 255).astype(np.uint8)).save(buf, format="png")
+    return buf.getvalue()
+
 
 def _write_maps(folder, named_maps):
     "The maps as PNGs on one colour scale, and colorbar.png: that scale, to read the colours by."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     if not named_maps: return
     lo, hi = map_scale([m for _, m in named_maps])
     for name, m in named_maps: atomic_write(folder / name, _map_png(m, lo, hi))
-    fig = Figure(figsize=(4.5, 0.9), dpi=100); ax = fig.add_axes([0.05, 0.55, 0.9, 0.25])
-    fig.colorbar(cm.ScalarMappable(colors.Normalize(lo, hi), colormaps["viridis"]), cax=ax, orientation="horizontal")
-    ax.set_title("anomaly-map colour scale, shared by every map in this folder (1st–99th percentile)", fontsize=7)
+    fig = Figure(figsize=(4.5, 0.9), dpi=100)
+    ax = fig.add_axes([0.05, 0.55, 0.9, 0.25])
+    fig.colorbar(
+        cm.ScalarMappable(colors.Normalize(lo, hi), colormaps["viridis"]), cax=ax, orientation="horizontal"
+    )
+    ax.set_title(
+        "anomaly-map colour scale, shared by every map in this folder (1st–99th percentile)", fontsize=7
+    )
     ax.tick_params(labelsize=7)
     atomic_write(folder / "colorbar.png", _png(fig))
 
@@ -366,20 +611,27 @@ def evaluate_records(model, extractor, cfg: RunConfig, records, feats, tau, devi
                      overlay_dir=None,     # a folder for overlays of the worst, best and sampled test images
                      overlays: int = 3     # images per group there
                     ) -> tuple:
-    "(metrics, scores) of labelled test records; pixel AUROC and AUPRO from maps (SimpleNet always, DifferNet if `maps`)."
+    """(metrics, scores) of labelled test records; pixel AUROC and
+    AUPRO from maps (SimpleNet always, DifferNet if `maps`)."""
     scores = _model_scores(model, feats, device=device)
     labels = [r.label for r in records]
-    m = image_metrics(labels, scores, tau); m.update(p_auroc=None, p_aupro=None)
-    pixel_ok = 0 < sum(l == 1 for l in labels) < len(labels) and all(r.label == 0 or r.mask_path is not None for r in records)
-    keep = map_dir is not None or overlay_dir is not None     # maps kept (float16) for PNGs on one colour scale
+    m = image_metrics(labels, scores, tau)
+    m.update(p_auroc=None, p_aupro=None)
+    pixel_ok = 0 < sum(l == 1 for l in labels) < len(labels) and all(
+        r.label == 0 or r.mask_path is not None for r in records
+    )
+    keep = map_dir is not None or overlay_dir is not None  # maps kept (float16) for PNGs on one colour scale
     if (isinstance(model, SimpleNet) or maps) and (pixel_ok or keep):
-        acc = StreamingAUPRO() if pixel_ok else None           # pixel AUROC and AUPRO: one pass, the same histograms
+        acc = StreamingAUPRO() if pixel_ok else None  # pixel AUROC and AUPRO: one pass, the same histograms
         kept = {}
         for idx, masks, mp in _map_batches(model, extractor, cfg, records, feats, device):
             if acc is not None: acc.update(masks, mp)
             if keep: kept.update((i, one.half()) for i, one in zip(idx, mp))
         if map_dir is not None:
-            names = {i: f"{i:04d}_{Path(records[i].path).parent.name}_{Path(records[i].path).stem}.png" for i in kept}
+            names = {
+                i: f"{i:04d}_{Path(records[i].path).parent.name}_{Path(records[i].path).stem}.png"
+                for i in kept
+            }
             _write_maps(map_dir, [(names[i], mp) for i, mp in kept.items()])
         if overlay_dir is not None:
             m["overlays"] = _write_overlays(overlay_dir, model, cfg, records, scores, kept, tau, overlays)
@@ -388,100 +640,173 @@ def evaluate_records(model, extractor, cfg: RunConfig, records, feats, tau, devi
 
 # %% ../nbs/31_experiments.ipynb #555e9a42
 def weights_figure(scores, weights, contaminant, t: float | None = None) -> Figure:
-    "The paper's Fig. 2 for one run: raw training scores and confidence weights, images sorted by score, known contaminants in red."
+    """The paper's Fig. 2 for one run: raw training scores and confidence
+    weights, images sorted by score, known contaminants in red."""
     a, w, bad = np.asarray(scores, float), np.asarray(weights, float), np.asarray(contaminant, bool)
-    order = np.argsort(-a, kind="stable"); x = np.arange(len(a))
-    fig = Figure(figsize=(10, 3.6), dpi=100); ax1, ax2 = fig.subplots(1, 2)
+    order = np.argsort(-a, kind="stable")
+    x = np.arange(len(a))
+    fig = Figure(figsize=(10, 3.6), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
     for ax, v, title in ((ax1, a, "raw training score $a_i$"), (ax2, w, "confidence weight $w_i$")):
         ax.scatter(x, v[order], c=np.where(bad[order], "C3", "C0"), s=10)
-        ax.set_title(title, fontsize=11); ax.set_xlabel("training images, highest score first", fontsize=10); ax.tick_params(labelsize=9)
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("training images, highest score first", fontsize=10)
+        ax.tick_params(labelsize=9)
     if t is not None: ax1.axhline(t, color="k", lw=0.8, ls="--")
     ax2.set_ylim(0, 1.05)
-    fig.suptitle(f"red: known contaminants ({int(bad.sum())} of {len(a)})" + ("; dashed: t of Eq. 2" if t is not None else ""), fontsize=11)
+    fig.suptitle(
+        f"red: known contaminants ({int(bad.sum())} of {len(a)})"
+        + ("; dashed: t of Eq. 2" if t is not None else ""),
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig
 
 def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO(); fig.savefig(buf, format="png"); return buf.getvalue()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
 
 def _csv(header, rows) -> str:
-    buf = io.StringIO(); w = csv.writer(buf, lineterminator="\n"); w.writerow(header); w.writerows(rows); return buf.getvalue()
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
 
 def versions(device) -> dict:
     "The library versions, the device and the CPU thread count of a run, for its metrics.json."
-    return dict(comet_nb=comet_nb.__version__, torch=torch.__version__, torchvision=torchvision.__version__, timm=timm.__version__,
-                python=platform.python_version(), device=str(device), threads=torch.get_num_threads())   # float sums depend on the thread count
+    return dict(
+        comet_nb=comet_nb.__version__,
+        torch=torch.__version__,
+        torchvision=torchvision.__version__,
+        timm=timm.__version__,
+        python=platform.python_version(),
+        device=str(device),
+        threads=torch.get_num_threads(),
+    )   # float sums depend on the thread count
 
 # %% ../nbs/31_experiments.ipynb #1ca83a9f
-RUN_FILES = ("checkpoint.pt", "metrics.json", "weights.csv", "scores.csv", "weights.png", "history.csv", "curves.png")
+RUN_FILES = (
+    "checkpoint.pt",
+    "metrics.json",
+    "weights.csv",
+    "scores.csv",
+    "weights.png",
+    "history.csv",
+    "curves.png",
+)
 EXPORTS = ("detector.onnx", "detector.pt")   # written by `comet-nb export` into the run folder
 
 def _diff(old: dict, new: dict, skip=()) -> list:
     "The settings that differ between two dicts, as 'key: old → new'."
-    return [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in sorted(set(old) | set(new)) if k not in skip and old.get(k) != new.get(k)]
+    return [
+        f"{k}: {old.get(k)!r} → {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if k not in skip and old.get(k) != new.get(k)
+    ]
+
 
 def _prepare_out(cfg: RunConfig, out, resume: bool, overwrite: bool) -> Path:
-    "Check the output folder before any work: writable; a run to resume that matches `cfg`, or no run to clobber."
+    """Check the output folder before any work: writable; a run
+    to resume that matches `cfg`, or no run to clobber."""
     out = check_writable(out)
     if resume:
-        if not (out / "checkpoint.pt").is_file(): raise FileNotFoundError(f"nothing to resume in {out}: there is no checkpoint.pt. Start the run with resume=False.")
-        if not (out / "config.json").is_file(): raise FileNotFoundError(f"cannot resume in {out}: config.json is missing, so the checkpoint's settings are unknown.")
-        d = _diff(RunConfig.from_json(out / "config.json").to_dict(), cfg.to_dict(), skip=("epochs", "device"))
-        if d: raise ValueError(f"cannot resume: the run in {out} was trained with another config ({'; '.join(d)}). "
-                               "Resume with the same config (only epochs and device may change), or start a new run in another folder.")
+        if not (out / "checkpoint.pt").is_file():
+            raise FileNotFoundError(
+                f"nothing to resume in {out}: there is no checkpoint.pt. Start the run with resume=False."
+            )
+        if not (out / "config.json").is_file():
+            raise FileNotFoundError(
+                f"cannot resume in {out}: config.json is missing, so the checkpoint's settings are unknown."
+            )
+        d = _diff(
+            RunConfig.from_json(out / "config.json").to_dict(), cfg.to_dict(), skip=("epochs", "device")
+        )
+        if d:
+            raise ValueError(
+                f"cannot resume: the run in {out} was trained with another config ({'; '.join(d)}). "
+                "Resume with the same config (only epochs and device may change), or start a new run in "
+                "another folder."
+            )
     else:
         found = [f for f in RUN_FILES if (out / f).exists()]
         if found and not overwrite:
-            raise FileExistsError(f"{out} holds a run already ({', '.join(found)}): pass resume=True to continue it, overwrite=True to replace it, or choose another folder.")
+            raise FileExistsError(
+                f"{out} holds a run already ({', '.join(found)}): pass resume=True to continue it, "
+                "overwrite=True to replace it, or choose another folder."
+            )
         for f in found: (out / f).unlink()
-    for f in EXPORTS: (out / f).unlink(missing_ok=True)        # an export of the model about to change no longer matches it
-    for t in out.glob(".*.tmp"):                                   # temporary files of a run killed mid-write: never results, so cleared
+    for f in EXPORTS:
+        (out / f).unlink(missing_ok=True)  # an export of the model about to change no longer matches it
+    for t in out.glob(".*.tmp"):  # temporary files of a run killed mid-write: never results, so cleared
         if any(t.name.startswith(f".{f}.") for f in (*RUN_FILES, "config.json")): t.unlink(missing_ok=True)
     return out
 
 def _lambda0(cfg: RunConfig, dim: int, train) -> float:
-    "λ0 of the run: 0 for the baseline, the given number, or 'auto' — measured on a separate fresh model (the trained one is untouched), its noise seeded."
+    """λ0 of the run: 0 for the baseline, the given number, or 'auto' — measured on a
+    separate fresh model (the trained one is untouched), its noise seeded."""
     if cfg.method == "baseline": return 0.0
     if cfg.lambda0 != "auto": return float(cfg.lambda0)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed); return lambda0_for(make_model(cfg, dim, train), _sample(train, 64))
+        torch.manual_seed(cfg.seed)
+        return lambda0_for(make_model(cfg, dim, train), _sample(train, 64))
+
 
 class TinyImagesWarning(UserWarning):
     "The training images are so small that the backbone sees little but upsampling blur."
 
 def _warn_tiny(records, smallest: int = 32, look: int = 16):
-    "Warn when the first `look` training images are under `smallest` px on their short side (image headers only)."
+    """Warn when the first `look` training images are under
+    `smallest` px on their short side (image headers only)."""
     sizes = []
     for r in records[:look]:
         try:
             with Image.open(r.path) as im: sizes.append(im.size)
-        except (OSError, ValueError): return                     # unreadable here: the loader gives its own clear error later
+        except (OSError, ValueError):
+            return  # unreadable here: the loader gives its own clear error later
     tiny = [s for s in sizes if min(s) < smallest]
     if tiny:
         w, h = tiny[0]
-        warnings.warn(f"{len(tiny)} of the first {len(sizes)} training images are smaller than {smallest} px on a side (e.g. {w}×{h}, "
-                      f"{records[sizes.index(tiny[0])].path}): upsampled to the model's input size they carry little detail, "
-                      "and an anomaly detector trained on them is unreliable.", TinyImagesWarning, stacklevel=3)
+        warnings.warn(
+            f"{len(tiny)} of the first {len(sizes)} training images are smaller than {smallest} px on a "
+            f"side (e.g. {w}×{h}, "
+            f"{records[sizes.index(tiny[0])].path}): upsampled to the model's input size they carry little "
+            "detail, "
+            "and an anomaly detector trained on them is unreliable.",
+            TinyImagesWarning,
+            stacklevel=3,
+        )
 
-def train_run(cfg: RunConfig,             # what to train (a RunConfig, or a dict of its fields)
-              out,                        # folder for config.json, checkpoint.pt, metrics.json, weights.csv, scores.csv, weights.png
-              resume: bool = False,       # continue the checkpoint in `out` (same config; epochs may grow)
-              progress: bool | dict = True,   # progress bars for features and epochs; a dict: the epoch bar's tqdm options only
-              callbacks=(),               # extra trainer callbacks, run after the checkpoint callback
-              overwrite: bool = False,    # replace a finished or crashed run in `out` instead of refusing
-              checkpoint_every: int | None = None,   # also save the checkpoint every N epochs (None: by time only)
-              checkpoint_minutes: float | None = 5.0 # save it every M minutes of training (and always at the end)
-             ) -> dict:                   # the metrics, as written to metrics.json
-    "One training run end to end: split, contamination, cached features, model, training with checkpoints, last-epoch evaluation, files."
+def train_run(
+    cfg: RunConfig,  # what to train (a RunConfig, or a dict of its fields)
+    out,  # folder for config.json, checkpoint.pt, metrics.json, weights.csv, scores.csv, weights.png
+    resume: bool = False,  # continue the checkpoint in `out` (same config; epochs may grow)
+    progress: bool
+    | dict = True,  # progress bars for features and epochs; a dict: the epoch bar's tqdm options only
+    callbacks=(),  # extra trainer callbacks, run after the checkpoint callback
+    overwrite: bool = False,  # replace a finished or crashed run in `out` instead of refusing
+    checkpoint_every: int | None = None,  # also save the checkpoint every N epochs (None: by time only)
+    checkpoint_minutes: float | None = 5.0,  # save it every M minutes of training (and always at the end)
+) -> dict:                   # the metrics, as written to metrics.json
+    """One training run end to end: split, contamination, cached features,
+    model, training with checkpoints, last-epoch evaluation, files."""
     t_start = time.perf_counter()
     if isinstance(cfg, dict): cfg = RunConfig.from_dict(cfg)
-    if not isinstance(cfg, RunConfig): raise ValueError(f"cfg must be a RunConfig (or a dict of its fields); got {type(cfg).__name__}.")
-    save = SaveCheckpoint("checkpoint.pt", every=checkpoint_every, minutes=checkpoint_minutes)   # its arguments checked before any work
-    device = resolve_device(cfg.device)                                       # bad settings stop here, before the folder is touched
+    if not isinstance(cfg, RunConfig):
+        raise ValueError(f"cfg must be a RunConfig (or a dict of its fields); got {type(cfg).__name__}.")
+    save = SaveCheckpoint(
+        "checkpoint.pt", every=checkpoint_every, minutes=checkpoint_minutes
+    )  # its arguments checked before any work
+    device = resolve_device(cfg.device)  # bad settings stop here, before the folder is touched
     if isinstance(cfg.pretrained, str) and not Path(cfg.pretrained).is_file():
-        raise FileNotFoundError(f"weight file not found: {cfg.pretrained} (pretrained=...). Give an existing file, True or False.")
+        raise FileNotFoundError(
+            f"weight file not found: {cfg.pretrained} (pretrained=...). Give an existing file, True or False."
+        )
     out = _prepare_out(cfg, out, resume, overwrite)
-    history = History(out / "history.csv")                                    # a row per epoch as training goes
+    history = History(out / "history.csv")  # a row per epoch as training goes
     split = load_split(cfg.data, cfg.category, cfg.format, cfg.noise, cfg.seed)
     _warn_tiny(split.train)
     cfg.to_json(out / "config.json")
@@ -494,47 +819,104 @@ def train_run(cfg: RunConfig,             # what to train (a RunConfig, or a dic
     cbs = [save, history, *callbacks, *bar]
     if resume:
         trainer = CoMet.load(ckpt, make_model(cfg, ext.dim), device=cfg.device, callbacks=cbs)
-        auto = cfg.method == "comet" and cfg.lambda0 == "auto"                # the checkpoint holds the λ0 measured when the run began
+        auto = (
+            cfg.method == "comet" and cfg.lambda0 == "auto"
+        )  # the checkpoint holds the λ0 measured when the run began
         lam0 = trainer.cfg.lambda0 if auto else _lambda0(cfg, ext.dim, train)
         tcfg = trainer_config(cfg, lam0)
         d = _diff(asdict(trainer.cfg), asdict(tcfg), skip=("epochs", "device"))
-        if d: raise ValueError(f"cannot resume: the checkpoint's trainer settings differ from what this config builds now ({'; '.join(d)}); "
-                               "was it written by another version of comet_nb? Start a new run.")
-        if trainer.epoch > tcfg.epochs: raise ValueError(f"cannot resume to {tcfg.epochs} epochs: the checkpoint has trained {trainer.epoch} already.")
+        if d:
+            raise ValueError(
+                "cannot resume: the checkpoint's trainer settings differ from what this config builds now "
+                f"({'; '.join(d)}); "
+                "was it written by another version of comet_nb? Start a new run."
+            )
+        if trainer.epoch > tcfg.epochs:
+            raise ValueError(
+                f"cannot resume to {tcfg.epochs} epochs: the checkpoint has trained {trainer.epoch} already."
+            )
         trainer.cfg = replace(trainer.cfg, epochs=tcfg.epochs)
     else:
-        lam0 = _lambda0(cfg, ext.dim, train); tcfg = trainer_config(cfg, lam0)
+        lam0 = _lambda0(cfg, ext.dim, train)
+        tcfg = trainer_config(cfg, lam0)
         trainer = CoMet(make_model(cfg, ext.dim, train), tcfg, cbs)
-    t0 = time.perf_counter(); trainer.fit(train, epochs=tcfg.epochs); train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trainer.fit(train, epochs=tcfg.epochs)
+    train_seconds = time.perf_counter() - t0
     return _finish_run(cfg, out, split, trainer, ext, train, test, device, lam0, train_seconds, t_start)
 
 def _finish_run(cfg, out, split, trainer, ext, train, test, device, lam0, train_seconds, t_start) -> dict:
-    "Evaluate the final model; write scores.csv, weights.csv, weights.png and, last, metrics.json — all on its score scale."
+    """Evaluate the final model; write scores.csv, weights.csv,
+    weights.png and, last, metrics.json — all on its score scale."""
     model = trainer.model
-    a = trainer.scores(train)                                                 # training scores of the final θ: one scale for every file
-    tau = decision_threshold(a, cfg.kappa)                                    # Eq. 2 of the final scores: t, and the deployment τ
-    w = weights_at(a, tau, score_origin(a))                                   # Eq. 1: the weights the final model gives
+    a = trainer.scores(train)  # training scores of the final θ: one scale for every file
+    tau = decision_threshold(a, cfg.kappa)  # Eq. 2 of the final scores: t, and the deployment τ
+    w = weights_at(a, tau, score_origin(a))  # Eq. 1: the weights the final model gives
     known = [r.known_defective for r in split.train]
     cur = curation_report(w, a, known)
-    ranking = cur.pop("ranking"); cur["lowest_weight"] = [str(split.train[i].path) for i in ranking[:10]]
-    m = dict(i_auroc=None, i_auroc_se=None, p_auroc=None, p_aupro=None, precision=None, recall=None, f1=None, threshold=tau,
-             f1_max=None, nn_reference_i_auroc=None)
+    ranking = cur.pop("ranking")
+    cur["lowest_weight"] = [str(split.train[i].path) for i in ranking[:10]]
+    m = dict(
+        i_auroc=None,
+        i_auroc_se=None,
+        p_auroc=None,
+        p_aupro=None,
+        precision=None,
+        recall=None,
+        f1=None,
+        threshold=tau,
+        f1_max=None,
+        nn_reference_i_auroc=None,
+    )
     if test is not None:
-        mt, test_scores = evaluate_records(model, ext, cfg, split.test, test, tau, device, maps=cfg.pixel_maps)
+        mt, test_scores = evaluate_records(
+            model, ext, cfg, split.test, test, tau, device, maps=cfg.pixel_maps
+        )
         m.update(mt)
         y = np.array([r.label for r in split.test])
-        if cfg.nn_reference and 0 < (y == 1).sum() < len(y): m["nn_reference_i_auroc"] = image_auroc(y, nn_image_scores(train, test))["auroc"]
-        atomic_write(out / "scores.csv", _csv(("path", "label", "score", "verdict"),
-                     [(r.path, r.label, f"{s:.6g}", int(s > tau)) for r, s in zip(split.test, test_scores.tolist())]))
-    atomic_write(out / "weights.csv", _csv(("path", "weight", "score", "contaminant"),
-                 [(r.path, f"{wi:.6g}", f"{ai:.6g}", int(k)) for r, wi, ai, k in zip(split.train, w.tolist(), a.tolist(), known)]))
+        if cfg.nn_reference and 0 < (y == 1).sum() < len(y):
+            m["nn_reference_i_auroc"] = image_auroc(y, nn_image_scores(train, test))["auroc"]
+        atomic_write(
+            out / "scores.csv",
+            _csv(
+                ("path", "label", "score", "verdict"),
+                [
+                    (r.path, r.label, f"{s:.6g}", int(s > tau))
+                    for r, s in zip(split.test, test_scores.tolist())
+                ],
+            ),
+        )
+    atomic_write(
+        out / "weights.csv",
+        _csv(
+            ("path", "weight", "score", "contaminant"),
+            [
+                (r.path, f"{wi:.6g}", f"{ai:.6g}", int(k))
+                for r, wi, ai, k in zip(split.train, w.tolist(), a.tolist(), known)
+            ],
+        ),
+    )
     atomic_write(out / "weights.png", _png(weights_figure(a, w, known, tau)))
     title = f"{cfg.model}, {cfg.method}, seed {cfg.seed}, {cfg.noise:.0%} contaminated"
-    atomic_write(out / "curves.png", _png(training_curves(trainer.history, title=title)))   # the history, drawn
-    m.update(curation=cur, epochs=trainer.epoch, seconds=time.perf_counter() - t_start, train_seconds=train_seconds, n_train=len(split.train),
-             n_test=len(split.test), n_contaminants=int(sum(known)), lambda0=lam0,
-             backbone=dict(name=cfg.backbone, features=ext.spec["backbone"], weights=ext.spec["weights"]), protocol=PROTOCOL, split=split.summary(), notes=split.notes,
-             config=cfg.to_dict(), versions=versions(device))
+    atomic_write(
+        out / "curves.png", _png(training_curves(trainer.history, title=title))
+    )  # the history, drawn
+    m.update(
+        curation=cur,
+        epochs=trainer.epoch,
+        seconds=time.perf_counter() - t_start,
+        train_seconds=train_seconds,
+        n_train=len(split.train),
+        n_test=len(split.test),
+        n_contaminants=int(sum(known)),
+        lambda0=lam0,
+        backbone=dict(name=cfg.backbone, features=ext.spec["backbone"], weights=ext.spec["weights"]),
+        protocol=PROTOCOL,
+        split=split.summary(),
+        notes=split.notes,
+        config=cfg.to_dict(),
+        versions=versions(device),
+    )
     m = _finite(m)
     atomic_write(out / "metrics.json", json.dumps(m, indent=2, allow_nan=False) + "\n")
     return m
@@ -543,7 +925,13 @@ def _finish_run(cfg, out, split, trainer, ext, train, test, device, lam0, train_
 class VersionMismatchWarning(UserWarning):
     "A saved run was trained with other versions of the libraries that compute its features and scores."
 
-PINNED = ("comet_nb", "torch", "torchvision", "timm")   # what computes features and scores (python, device, threads: not)
+PINNED = (
+    "comet_nb",
+    "torch",
+    "torchvision",
+    "timm",
+)  # what computes features and scores (python, device, threads: not)
+
 
 def _release(v) -> tuple:
     "(major, minor) of a version string; (99, 0) when there is none to read."
@@ -551,19 +939,28 @@ def _release(v) -> tuple:
     except ValueError: return (99, 0)
 
 def check_versions(run_dir) -> list:
-    "Warn (VersionMismatchWarning) where the run's metrics.json names other `PINNED` versions than here; the differences."
+    """Warn (VersionMismatchWarning) where the run's metrics.json
+    names other `PINNED` versions than here; the differences."""
     m = Path(run_dir) / "metrics.json"
     had = (json.loads(m.read_text()).get("versions") or {}) if m.is_file() else {}
     here = versions("cpu")
     diff = [f"{k}: run {had[k]}, here {here[k]}" for k in PINNED if k in had and had[k] != here[k]]
-    if _release(had.get("comet_nb")) < (0, 6): diff.append("comet_nb before 0.6 read transparent images without compositing them on white and squashed "
-                        "SimpleNet's non-square images to a square (0.6 keeps the aspect ratio): such images now give "
-                        "other features than the run trained on; retrain")
+    if _release(had.get("comet_nb")) < (0, 6):
+        diff.append(
+            "comet_nb before 0.6 read transparent images without compositing them on white and squashed "
+            "SimpleNet's non-square images to a square (0.6 keeps the aspect ratio): such images now give "
+            "other features than the run trained on; retrain"
+        )
     if diff:
-        warnings.warn(f"the run in {run_dir} was trained with other library versions ({'; '.join(diff)}). Its scores here "
-                      "may differ slightly from its metrics.json and scores.csv (kernels and weight handling change between "
-                      "versions); retrain here, or install the run's versions to reproduce them exactly.",
-                      VersionMismatchWarning, stacklevel=3)
+        warnings.warn(
+            f"the run in {run_dir} was trained with other library versions ({'; '.join(diff)}). Its scores "
+            "here "
+            "may differ slightly from its metrics.json and scores.csv (kernels and weight handling change "
+            "between "
+            "versions); retrain here, or install the run's versions to reproduce them exactly.",
+            VersionMismatchWarning,
+            stacklevel=3,
+        )
     return diff
 
 # %% ../nbs/31_experiments.ipynb #430cc332
@@ -571,9 +968,15 @@ def _run_paths(path) -> tuple:
     "(run folder, checkpoint) from a run folder or a checkpoint file inside one."
     path = Path(path)
     run_dir, ckpt = (path, path / "checkpoint.pt") if path.is_dir() else (path.parent, path)
-    if not ckpt.is_file(): raise FileNotFoundError(f"no checkpoint at {ckpt}: give a run folder written by train_run, or its checkpoint.pt.")
+    if not ckpt.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {ckpt}: give a run folder written by train_run, or its checkpoint.pt."
+        )
     if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir / 'config.json'} is missing: the run's config (written by train_run) must sit beside the checkpoint to rebuild the model.")
+        raise FileNotFoundError(
+            f"{run_dir / 'config.json'} is missing: the run's config (written by train_run) must sit beside "
+            "the checkpoint to rebuild the model."
+        )
     return run_dir, ckpt
 
 def _image_list(images) -> list:
@@ -586,16 +989,27 @@ def _image_list(images) -> list:
             return files
         if p.is_file(): return [p]
         raise FileNotFoundError(f"no image or folder at {p}.")
-    if isinstance(images, (list, tuple)) and images and all(isinstance(x, (str, os.PathLike)) for x in images): return [Path(x) for x in images]
-    raise ValueError(f"images must be a tensor (N, 3, H, W), a folder, an image path or a non-empty list of paths; got {type(images).__name__}.")
+    if (
+        isinstance(images, (list, tuple))
+        and images
+        and all(isinstance(x, (str, os.PathLike)) for x in images)
+    ):
+        return [Path(x) for x in images]
+    raise ValueError(
+        "images must be a tensor (N, 3, H, W), a folder, an image path or a non-empty list of paths; got "
+        f"{type(images).__name__}."
+    )
+
 
 def _as_images(x: torch.Tensor) -> torch.Tensor:
-    "A (N, 3, H, W) float tensor in [0, 1] from (3, H, W), (N, 1, H, W), uint8 or float input, or a clear error."
+    """A (N, 3, H, W) float tensor in [0, 1] from (3, H, W), (N,
+    1, H, W), uint8 or float input, or a clear error."""
     if x.ndim == 3: x = x[None]
     if x.ndim != 4 or x.shape[1] not in (1, 3) or 0 in x.shape:
         raise ValueError(f"an image tensor must be (N, 3, H, W) (or (3, H, W)); got shape {tuple(x.shape)}.")
     if x.dtype == torch.uint8: x = x.float() / 255
-    if not x.is_floating_point(): raise ValueError(f"image tensors must be float in [0, 1] or uint8; got {x.dtype}.")
+    if not x.is_floating_point():
+        raise ValueError(f"image tensors must be float in [0, 1] or uint8; got {x.dtype}.")
     if not bool(torch.isfinite(x).all()): raise ValueError("the image tensor holds NaN or inf values.")
     return x.float().expand(-1, 3, -1, -1)
 
@@ -604,42 +1018,68 @@ def _record(path) -> Record:
 
 @contextmanager
 def _keep_rng():
-    "Leave torch's, numpy's and Python's global random states as they were (loading a checkpoint restores the run's)."
+    """Leave torch's, numpy's and Python's global random states as
+    they were (loading a checkpoint restores the run's)."""
     t, n, p = torch.get_rng_state(), np.random.get_state(), random.getstate()
-    try: yield
-    finally: torch.set_rng_state(t); np.random.set_state(n); random.setstate(p)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(t)
+        np.random.set_state(n)
+        random.setstate(p)
+
 
 def _rebuild_backbone(cfg: RunConfig, run_dir: Path):
-    "The run's frozen backbone, rebuilt here, or a clear refusal: it cannot be loaded, or its weights differ from the ones the run trained on."
+    """The run's frozen backbone, rebuilt here, or a clear refusal: it cannot be
+    loaded, or its weights differ from the ones the run trained on."""
     try: ext = make_extractor(cfg)
     except (ImportError, OSError, RuntimeError, ValueError) as e:
-        raise RuntimeError(f"cannot rebuild the backbone of the run in {run_dir} ({cfg.backbone}, pretrained={cfg.pretrained!r}) on this machine: {e} "
-                           "A detector needs the very features it was trained on; pass pretrained='/path/to/weight/file' if the file is elsewhere here.") from None
+        raise RuntimeError(
+            f"cannot rebuild the backbone of the run in {run_dir} ({cfg.backbone}, "
+            f"pretrained={cfg.pretrained!r}) on this machine: {e} "
+            "A detector needs the very features it was trained on; pass pretrained='/path/to/weight/file' "
+            "if the file is elsewhere here."
+        ) from None
     m = run_dir / "metrics.json"
     had = (json.loads(m.read_text()).get("backbone") or {}).get("weights") if m.is_file() else None
     if had is not None and had != ext.spec["weights"]:
-        raise RuntimeError(f"the run in {run_dir} was trained on {cfg.backbone} weights {had[:24]}…, but the ones here are {ext.spec['weights'][:24]}…: "
-                           "its detector would score features it never saw. Pass pretrained= the run's weight file, or retrain.")
+        raise RuntimeError(
+            f"the run in {run_dir} was trained on {cfg.backbone} weights {had[:24]}…, but the ones here are "
+            f"{ext.spec['weights'][:24]}…: "
+            "its detector would score features it never saw. Pass pretrained= the run's weight file, or "
+            "retrain."
+        )
     return ext
 
 class Detector:
     "A trained run, ready for new images: the frozen backbone, the trained head and the decision threshold."
     def __init__(self, model, extractor, config: RunConfig, threshold: float | None, device):
-        self.model, self.extractor, self.config, self.threshold = model.eval(), extractor.eval(), config, threshold
+        self.model, self.extractor, self.config, self.threshold = (
+            model.eval(),
+            extractor.eval(),
+            config,
+            threshold,
+        )
         self.device, self.preset = torch.device(device), config.preset_dict()
-        self.version_differences = []                        # 'name: run X, here Y' where libraries differ (`load`)
+        self.version_differences = []  # 'name: run X, here Y' where libraries differ (`load`)
 
     @classmethod
     def load(cls, path, device=None, threshold: float | None = None, pretrained=None) -> "Detector":
-        "Rebuild a run's detector from its folder (or its checkpoint.pt): config.json, the checkpoint, and the threshold in metrics.json."
+        """Rebuild a run's detector from its folder (or its checkpoint.pt):
+        config.json, the checkpoint, and the threshold in metrics.json."""
         run_dir, ckpt = _run_paths(path)
         cfg = RunConfig.from_json(run_dir / "config.json")
-        differences = check_versions(run_dir)                                   # first: it may explain what follows
-        if pretrained is not None: cfg = replace(cfg, pretrained=pretrained)    # e.g. the same weight file, elsewhere on this machine
-        dev = resolve_device(device or "auto")                                  # where this machine can run it, not where it trained
+        differences = check_versions(run_dir)  # first: it may explain what follows
+        if pretrained is not None:
+            cfg = replace(cfg, pretrained=pretrained)  # e.g. the same weight file, elsewhere on this machine
+        dev = resolve_device(device or "auto")  # where this machine can run it, not where it trained
         ext = _rebuild_backbone(cfg, run_dir)
-        with _keep_rng(): trainer = CoMet.load(ckpt, make_model(cfg, ext.dim), device=str(dev))   # refuses a checkpoint of another model class
-        if threshold is None and (run_dir / "metrics.json").is_file(): threshold = json.loads((run_dir / "metrics.json").read_text()).get("threshold")
+        with _keep_rng():
+            trainer = CoMet.load(
+                ckpt, make_model(cfg, ext.dim), device=str(dev)
+            )  # refuses a checkpoint of another model class
+        if threshold is None and (run_dir / "metrics.json").is_file():
+            threshold = json.loads((run_dir / "metrics.json").read_text()).get("threshold")
         det = cls(trainer.model, ext.to(dev), cfg, threshold, dev)
         det.version_differences = differences
         return det
@@ -649,23 +1089,38 @@ class Detector:
         return f"Detector({c.model}, {c.method}, data {c.data!r}, category {c.category!r}, threshold {t if t is None else round(t, 4)}, {self.device})"
 
     def _fit(self, x: torch.Tensor) -> torch.Tensor:
-        "SimpleNet's input geometry: images at its input size as they are; others as in training (shorter side, crop)."
-        p = self.preset; S = p["image_size"]
+        """SimpleNet's input geometry: images at its input size as
+        they are; others as in training (shorter side, crop)."""
+        p = self.preset
+        S = p["image_size"]
         if tuple(x.shape[-2:]) == (S, S): return x
         return resize_crop(x, [p.get("resize") or S], S)
 
     def _differnet(self, xs: list, maps: bool):
-        "DifferNet scores over `test_views` rotations, computed as the feature cache computes them (mixed sizes included); gradient maps if asked."
-        with torch.no_grad(): f = _batch_features(self.extractor, [dict(image=t, path="image") for t in xs], self.preset["test_views"], 0, self.device)
+        """DifferNet scores over `test_views` rotations, computed as the feature
+        cache computes them (mixed sizes included); gradient maps if asked."""
+        with torch.no_grad():
+            f = _batch_features(
+                self.extractor,
+                [dict(image=t, path="image") for t in xs],
+                self.preset["test_views"],
+                0,
+                self.device,
+            )
         sc = _model_scores(self.model, f, device=self.device)
         if not maps: return sc, []
-        groups = [xs] if len({t.shape for t in xs}) == 1 else [[t] for t in xs]   # maps of one size per call
-        return sc, [gradient_maps(self.model, self.extractor, torch.stack(g), sigma=4.0).cpu() for g in groups]
+        groups = [xs] if len({t.shape for t in xs}) == 1 else [[t] for t in xs]  # maps of one size per call
+        return sc, [
+            gradient_maps(self.model, self.extractor, torch.stack(g), sigma=4.0).cpu() for g in groups
+        ]
 
     def predict(self, images, maps: bool | None = None, batch_size: int = 16) -> dict:
-        "dict(scores (N,), maps (N, S, S) or None, verdicts (N,) = score > threshold or None, paths) for a tensor, image paths or a folder."
+        """dict(scores (N,), maps (N, S, S) or None, verdicts (N,) = score >
+        threshold or None, paths) for a tensor, image paths or a folder."""
         want = isinstance(self.model, SimpleNet) if maps is None else bool(maps)
-        x_all, paths = (_as_images(images), None) if isinstance(images, torch.Tensor) else (None, _image_list(images))
+        x_all, paths = (
+            (_as_images(images), None) if isinstance(images, torch.Tensor) else (None, _image_list(images))
+        )
         n = len(x_all) if x_all is not None else len(paths)
         scores, all_maps = [], []
         for s in range(0, n, batch_size):
@@ -675,20 +1130,31 @@ class Detector:
                 xs = [ds[i]["image"] for i in range(len(ds))]
             else: xs = [load_image(p) for p in paths[s:s + batch_size]]
             if isinstance(self.model, SimpleNet):
-                sc, mp = simplenet_predict(self.model, self.extractor, self._fit(torch.stack(xs)), batch_size, self.device)
-                scores.append(sc); all_maps.append(mp)
+                sc, mp = simplenet_predict(
+                    self.model, self.extractor, self._fit(torch.stack(xs)), batch_size, self.device
+                )
+                scores.append(sc)
+                all_maps.append(mp)
             else:
                 sc, mps = self._differnet(xs, want)
-                scores.append(sc); all_maps += mps
+                scores.append(sc)
+                all_maps += mps
         sc, mp = torch.cat(scores), None
-        if want: mp = torch.cat(all_maps) if len({m.shape[-2:] for m in all_maps}) == 1 else [m for b in all_maps for m in b]   # a list if sizes differ
+        if want:
+            mp = (
+                torch.cat(all_maps)
+                if len({m.shape[-2:] for m in all_maps}) == 1
+                else [m for b in all_maps for m in b]
+            )  # a list if sizes differ
         return dict(scores=sc, maps=mp, verdicts=None if self.threshold is None else sc > self.threshold,
                     paths=None if paths is None else [str(p) for p in paths])
 
 # %% ../nbs/31_experiments.ipynb #79c070e9
 def _same_data(cfg: RunConfig, data, category) -> bool:
-    "Is (data, category) the run's own dataset (then its contamination is replayed, so no training image is tested on)?"
-    if str(data) == "demo" or cfg.data == "demo": return str(data) == cfg.data and (category or "brick") == (cfg.category or "brick")
+    """Is (data, category) the run's own dataset (then its
+    contamination is replayed, so no training image is tested on)?"""
+    if str(data) == "demo" or cfg.data == "demo":
+        return str(data) == cfg.data and (category or "brick") == (cfg.category or "brick")
     return Path(data).resolve() == Path(cfg.data).resolve() and category == cfg.category
 
 def _is_image_folder(data, format: str) -> bool:
@@ -698,50 +1164,111 @@ def _is_image_folder(data, format: str) -> bool:
     p = Path(data)
     return p.is_file() or (p.is_dir() and bool(image_files(p)))
 
-def eval_run(checkpoint_or_run_dir,       # a run folder written by train_run, or its checkpoint.pt
-             data,                        # 'demo', a dataset folder (its test split is scored), or a folder / list of new images
-             category: str | None = None,
-             format: str = "auto",
-             out=None,                    # folder for scores.csv, eval.json, with maps maps/ and overlays/; None: nothing
-             maps: bool = False,          # write anomaly-map PNGs; DifferNet: also compute gradient maps for pixel AUROC (slow)
-             device=None,
-             progress: bool = False,
-             pretrained=None,             # the backbone's weight file here, if the run's is elsewhere (`Detector.load`)
-             overlays: int = 3            # with maps, out and labels: test images per group in overlays/ (0: none)
-            ) -> dict:
-    "Score a labelled test split with a trained run (metrics as in `train_run`), or new images (scores and verdicts only)."
+def eval_run(
+    checkpoint_or_run_dir,  # a run folder written by train_run, or its checkpoint.pt
+    data,  # 'demo', a dataset folder (its test split is scored), or a folder / list of new images
+    category: str | None = None,
+    format: str = "auto",
+    out=None,  # folder for scores.csv, eval.json, with maps maps/ and overlays/; None: nothing
+    maps: bool = False,  # write anomaly-map PNGs; DifferNet: also compute gradient maps for pixel AUROC (slow)
+    device=None,
+    progress: bool = False,
+    pretrained=None,  # the backbone's weight file here, if the run's is elsewhere (`Detector.load`)
+    overlays: int = 3,  # with maps, out and labels: test images per group in overlays/ (0: none)
+) -> dict:
+    """Score a labelled test split with a trained run (metrics as in
+    `train_run`), or new images (scores and verdicts only)."""
     if isinstance(overlays, bool) or not isinstance(overlays, int) or overlays < 0:
-        raise ValueError(f"overlays = {overlays!r} is not valid: give the number of test images to draw per group, "
-                         ">= 0 (0: none).")
+        raise ValueError(
+            f"overlays = {overlays!r} is not valid: give the number of test images to draw per group, "
+            ">= 0 (0: none)."
+        )
     det = Detector.load(checkpoint_or_run_dir, device=device, pretrained=pretrained)
     cfg, out = det.config, None if out is None else check_writable(out)
     if _is_image_folder(data, format):
         r = det.predict(data, maps=maps)
         v = r["verdicts"].tolist() if r["verdicts"] is not None else [None] * len(r["scores"])
         if out is not None:
-            atomic_write(out / "scores.csv", _csv(("path", "label", "score", "verdict"),
-                         [(p, "", f"{s:.6g}", "" if d is None else int(d)) for p, s, d in zip(r["paths"], r["scores"].tolist(), v)]))
-            if maps: _write_maps(out / "maps", [(f"{i:04d}_{Path(p).stem}.png", mp) for i, (p, mp) in enumerate(zip(r["paths"], r["maps"]))])
-        return dict(mode="images", n=len(r["paths"]), threshold=det.threshold, paths=r["paths"], scores=r["scores"].tolist(), verdicts=v)
+            atomic_write(
+                out / "scores.csv",
+                _csv(
+                    ("path", "label", "score", "verdict"),
+                    [
+                        (p, "", f"{s:.6g}", "" if d is None else int(d))
+                        for p, s, d in zip(r["paths"], r["scores"].tolist(), v)
+                    ],
+                ),
+            )
+            if maps:
+                _write_maps(
+                    out / "maps",
+                    [
+                        (f"{i:04d}_{Path(p).stem}.png", mp)
+                        for i, (p, mp) in enumerate(zip(r["paths"], r["maps"]))
+                    ],
+                )
+        return dict(
+            mode="images",
+            n=len(r["paths"]),
+            threshold=det.threshold,
+            paths=r["paths"],
+            scores=r["scores"].tolist(),
+            verdicts=v,
+        )
     split = load_split(data, category, format)
     notes = list(split.notes)
     if cfg.noise and _same_data(cfg, data, category):
         split = contaminate(split, cfg.noise, seed=cfg.seed)
-        notes.append("the run's own dataset: its contamination was replayed, so no image it trained on is in this test set")
-    if not split.test: raise ValueError(f"{data} has no labelled test images to evaluate. To score unlabelled images, pass a folder of images.")
+        notes.append(
+            "the run's own dataset: its contamination was replayed, so no image it trained on is in this "
+            "test set"
+        )
+    if not split.test:
+        raise ValueError(
+            f"{data} has no labelled test images to evaluate. To score unlabelled images, pass a folder of "
+            "images."
+        )
     feats = run_features(split.test, cfg, det.extractor, train=False, device=det.device, progress=progress)
     drawn = out is not None and maps
-    m, scores = evaluate_records(det.model, det.extractor, cfg, split.test, feats, det.threshold, det.device, maps=maps,
-                                 map_dir=out / "maps" if drawn else None,
-                                 overlay_dir=out / "overlays" if drawn and overlays else None, overlays=overlays)
+    m, scores = evaluate_records(
+        det.model,
+        det.extractor,
+        cfg,
+        split.test,
+        feats,
+        det.threshold,
+        det.device,
+        maps=maps,
+        map_dir=out / "maps" if drawn else None,
+        overlay_dir=out / "overlays" if drawn and overlays else None,
+        overlays=overlays,
+    )
     if det.version_differences:
-        notes.append(f"trained with other library versions ({'; '.join(det.version_differences)}): scores may differ slightly")
-    m.update(mode="test", split=split.summary(), notes=notes, protocol=PROTOCOL, run=str(_run_paths(checkpoint_or_run_dir)[0]),
-             config=cfg.to_dict(), versions=versions(det.device))
+        notes.append(
+            f"trained with other library versions ({'; '.join(det.version_differences)}): scores may differ "
+            "slightly"
+        )
+    m.update(
+        mode="test",
+        split=split.summary(),
+        notes=notes,
+        protocol=PROTOCOL,
+        run=str(_run_paths(checkpoint_or_run_dir)[0]),
+        config=cfg.to_dict(),
+        versions=versions(det.device),
+    )
     m = _finite(m)
     if out is not None:
-        atomic_write(out / "scores.csv", _csv(("path", "label", "score", "verdict"),
-                     [(r.path, r.label, f"{s:.6g}", "" if det.threshold is None else int(s > det.threshold)) for r, s in zip(split.test, scores.tolist())]))
+        atomic_write(
+            out / "scores.csv",
+            _csv(
+                ("path", "label", "score", "verdict"),
+                [
+                    (r.path, r.label, f"{s:.6g}", "" if det.threshold is None else int(s > det.threshold))
+                    for r, s in zip(split.test, scores.tolist())
+                ],
+            ),
+        )
         atomic_write(out / "eval.json", json.dumps(m, indent=2, allow_nan=False) + "\n")
     return m
 
@@ -754,18 +1281,30 @@ def overlay_picks(labels,          # (N,) 1 defective, 0 good
     "(group, index) of the test images to draw: the worst, the best and a seeded sample, each image once."
     y, s = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     good, bad = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
-    def by(idx, sign): return idx[np.argsort(sign * s[idx], kind="stable")]   # sign 1: lowest first; −1: highest
-    groups = [("worst_good", by(good, -1)), ("worst_defective", by(bad, 1)),     # highest-scoring good, lowest defective
-              ("best_defective", by(bad, -1)), ("best_good", by(good, 1))]
+
+    def by(idx, sign):
+        return idx[np.argsort(sign * s[idx], kind="stable")]  # sign 1: lowest first; −1: highest
+
+    groups = [
+        ("worst_good", by(good, -1)),
+        ("worst_defective", by(bad, 1)),  # highest-scoring good, lowest defective
+        ("best_defective", by(bad, -1)),
+        ("best_good", by(good, 1)),
+    ]
     picked, out = set(), []
     for name, order in groups:
         take = [int(i) for i in order if int(i) not in picked][:k]
-        picked.update(take); out += [(name, i) for i in take]
+        picked.update(take)
+        out += [(name, i) for i in take]
     rest = np.array([i for i in range(len(s)) if i not in picked], dtype=int)
     return out + [("sample", int(i)) for i in sorted(np.random.default_rng(seed).permutation(rest)[:k])]
 
 # %% ../nbs/31_experiments.ipynb #716fc91a
-GT_COLOUR, PRED_COLOUR = (255, 0, 0), (255, 255, 255)   # exact colours that no blend of image and viridis takes
+GT_COLOUR, PRED_COLOUR = (
+    (255, 0, 0),
+    (255, 255, 255),
+)  # exact colours that no blend of image and viridis takes
+
 
 def _edge(region: np.ndarray) -> np.ndarray:
     "The pixels of a region next to its outside or the image border: its contour, one pixel wide."
@@ -782,36 +1321,50 @@ def overlay(image,                 # (3, H, W) in [0, 1], as the model saw it
     img = torch.as_tensor(image).detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
     a = torch.as_tensor(amap).detach().float().cpu().numpy()
     if a.shape != img.shape[:2]:
-        raise ValueError(f"the anomaly map is {a.shape} but its image {img.shape[:2]}: one map pixel per image pixel.")
+        raise ValueError(
+            f"the anomaly map is {a.shape} but its image {img.shape[:2]}: one map pixel per image pixel."
+        )
     heat = colormaps["viridis"](((a - lo) / (hi - lo)).clip(0, 1))[..., :3]
     right = np.round(((1 - alpha) * img + alpha * heat) * 255).astype(np.uint8)
     if tau is not None: right[_edge(a > tau)] = PRED_COLOUR
-    if mask is not None: right[_edge(torch.as_tensor(mask).float().cpu().numpy() > 0.5)] = GT_COLOUR   # on top
+    if mask is not None:
+        right[_edge(torch.as_tensor(mask).float().cpu().numpy() > 0.5)] = GT_COLOUR  # on top
     gap = np.full((img.shape[0], 4, 3), 128, np.uint8)
     return np.concatenate([np.round(img * 255).astype(np.uint8), gap, right], 1)
 
 # %% ../nbs/31_experiments.ipynb #1399f0ed
 def _overlay_note(tau, simplenet: bool) -> str:
     "What the white contour is, or why there is none."
-    if not simplenet: return ("no predicted region: DifferNet's gradient maps are on another scale than its image "
-                              "scores, and no pixel threshold was fitted")
+    if not simplenet:
+        return (
+            "no predicted region: DifferNet's gradient maps are on another scale than its image "
+            "scores, and no pixel threshold was fitted"
+        )
     if tau is None: return "no predicted region: the run has no threshold (it never finished)"
     return f"white: predicted region, map > τ = {tau:.4g}, the run's threshold (image score = the largest patch score)"
 
+
 def _legend(lo: float, hi: float, tau, simplenet: bool) -> Figure:
     "colorbar.png of the overlays: the shared scale, τ on it, and what the colours mean."
-    fig = Figure(figsize=(5.5, 1.3), dpi=100); ax = fig.add_axes([0.04, 0.62, 0.92, 0.17])
-    fig.colorbar(cm.ScalarMappable(colors.Normalize(lo, hi), colormaps["viridis"]), cax=ax, orientation="horizontal")
+    fig = Figure(figsize=(5.5, 1.3), dpi=100)
+    ax = fig.add_axes([0.04, 0.62, 0.92, 0.17])
+    fig.colorbar(
+        cm.ScalarMappable(colors.Normalize(lo, hi), colormaps["viridis"]), cax=ax, orientation="horizontal"
+    )
     if tau is not None and lo <= tau <= hi: ax.axvline(tau, color="w", lw=2)
-    ax.set_title("anomaly-map colour scale of every overlay here (1st–99th percentile of all test maps)", fontsize=7)
+    ax.set_title(
+        "anomaly-map colour scale of every overlay here (1st–99th percentile of all test maps)", fontsize=7
+    )
     ax.tick_params(labelsize=7)
     text = "left: the image as the model saw it; right: its map blended in; red: ground-truth contour\n"
     fig.text(0.04, 0.06, text + _overlay_note(tau, simplenet), fontsize=6)
     return fig
 
 def _write_overlays(folder, model, cfg: RunConfig, records, scores, kept: dict, tau, k: int) -> list:
-    "PNGs of the picked test images on the scale of all test maps, overlays.csv and colorbar.png; a dict per image."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    """PNGs of the picked test images on the scale of all test
+    maps, overlays.csv and colorbar.png; a dict per image."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     if not kept or k == 0: return []
     lo, hi = map_scale(list(kept.values()))
     sn = isinstance(model, SimpleNet)

@@ -24,7 +24,19 @@ from matplotlib.patches import Patch
 from PIL import Image as PILImage
 from .data import categories, contaminate
 from .demo import DEMO_CATEGORIES
-from .experiments import MODELS, PRESETS, RunConfig, _lambda0, _model_scores, detect_format, load_split, make_extractor, make_model, run_features, trainer_config
+from comet_nb.experiments import (
+    MODELS,
+    PRESETS,
+    RunConfig,
+    _lambda0,
+    _model_scores,
+    detect_format,
+    load_split,
+    make_extractor,
+    make_model,
+    run_features,
+    trainer_config,
+)
 from .features import RandomWeightsWarning, backbone_words
 from .meta import Callback, CoMet, resolve_device
 from .metrics import image_auroc, lowest_weight_gallery
@@ -47,8 +59,19 @@ _KINDS = {"nominal": "C0", "contaminant": "C3"}
 def _score_hist(ax, a: np.ndarray, bad: np.ndarray, t: float, edges: np.ndarray):
     "Training scores' histogram (seaborn, nominal and contaminants stacked), t dashed, the side a > t shaded."
     kind = np.where(bad, "contaminant", "nominal")
-    sns.histplot(x=a, hue=kind, hue_order=list(_KINDS), palette=_KINDS, bins=edges, multiple="stack",
-                 element="step", alpha=0.85, linewidth=0.6, legend=False, ax=ax)   # steps: 2 shapes, not 60 bars
+    sns.histplot(
+        x=a,
+        hue=kind,
+        hue_order=list(_KINDS),
+        palette=_KINDS,
+        bins=edges,
+        multiple="stack",
+        element="step",
+        alpha=0.85,
+        linewidth=0.6,
+        legend=False,
+        ax=ax,
+    )  # steps: 2 shapes, not 60 bars
     ax.axvspan(t, edges[-1], color="0.9", lw=0, zorder=0)                        # w < 1 there (Eq. 1)
     ax.axvline(t, color="k", ls="--", lw=1)
     n_bad = int(bad.sum())
@@ -61,45 +84,90 @@ def _score_hist(ax, a: np.ndarray, bad: np.ndarray, t: float, edges: np.ndarray)
 
 # %% ../nbs/40_explorer.ipynb #b748d8c5
 def _png(fig: Figure, dpi: int = 72) -> bytes:
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=dpi); return buf.getvalue()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
 
 def _show(image, fig: Figure, dpi: int = 90):
     "Put a figure into an ipywidgets Image at its own pixel width (a page would otherwise stretch it)."
     image.value, image.width = _png(fig, dpi), str(int(fig.get_figwidth() * dpi))
 
 def scores_figure(scores, contaminant, kappa: float, note: str = "") -> Figure:
-    "Fig. 1 for one epoch: histogram of training scores with t of Eq. 2 (nominal blue, known contaminants red) and the weights w_i beside it; `note` ends the title."
+    """Fig. 1 for one epoch: histogram of training scores with t of Eq. 2 (nominal blue,
+    known contaminants red) and the weights w_i beside it; `note` ends the title."""
     a, bad = np.asarray(scores, np.float64), np.asarray(contaminant, bool)
-    k = kappa_weights(a, kappa); w, t, o = k["weights"].numpy(), k["t"], k["origin"]
-    fig = Figure(figsize=(8, 2.9 if note else 2.7), dpi=72); h, s = fig.subplots(1, 2)
+    k = kappa_weights(a, kappa)
+    w, t, o = k["weights"].numpy(), k["t"], k["origin"]
+    fig = Figure(figsize=(8, 2.9 if note else 2.7), dpi=72)
+    h, s = fig.subplots(1, 2)
     lo, hi = min(a.min(), t), max(a.max(), t)
     _score_hist(h, a, bad, t, np.linspace(lo, hi + 1e-9 * (1 + abs(hi)), 31))
     grid = np.linspace(lo, hi, 200)
     s.plot(grid, weights_at(torch.as_tensor(grid), t, o).numpy(), color="0.6", lw=1, label="w(a), Eq. 1")
-    s.scatter(a[~bad], w[~bad], s=9, color="C0"); s.scatter(a[bad], w[bad], s=14, color="C3")
+    s.scatter(a[~bad], w[~bad], s=9, color="C0")
+    s.scatter(a[bad], w[bad], s=14, color="C3")
     s.axvline(t, color="k", ls="--", lw=1)
     s.set_ylim(0, 1.05)
     s.legend(fontsize=7, loc="lower left")
     s.set_ylabel("weight wᵢ", fontsize=8)
-    for ax in (h, s): ax.set_xlabel("training score aᵢ", fontsize=8); ax.tick_params(labelsize=7)
+    for ax in (h, s):
+        ax.set_xlabel("training score aᵢ", fontsize=8)
+        ax.tick_params(labelsize=7)
     down = w < 1
-    fig.suptitle(f"κ = {kappa:.2f}: {int(down.sum())} of {len(a)} images down-weighted, {int((down & bad).sum())} of them contaminants; mean weight "
-                 f"nominal {w[~bad].mean():.2f}, contaminants " + (f"{w[bad].mean():.2f}" if bad.any() else "–") + (f"\n{note}" if note else ""), fontsize=9)
+    fig.suptitle(
+        f"κ = {kappa:.2f}: {int(down.sum())} of {len(a)} images down-weighted, {int((down & bad).sum())} of "
+        "them contaminants; mean weight "
+        f"nominal {w[~bad].mean():.2f}, contaminants "
+        + (f"{w[bad].mean():.2f}" if bad.any() else "–")
+        + (f"\n{note}" if note else ""),
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
-def noise_figure(results,      # [{'model', 'method', 'noise', 'auroc', 'se'}], one per finished run, oldest first
-                 model: str) -> Figure:
-    "Fig. 5 as far as it has been explored: test image AUROC against the training set's contamination, per method, for one model (the latest run of each point)."
-    fig = Figure(figsize=(4.2, 2.6), dpi=72); ax = fig.subplots()
+def noise_figure(
+    results,  # [{'model', 'method', 'noise', 'auroc', 'se'}], one per finished run, oldest first
+    model: str,
+) -> Figure:
+    """Fig. 5 as far as it has been explored: test image AUROC against the training set's
+    contamination, per method, for one model (the latest run of each point)."""
+    fig = Figure(figsize=(4.2, 2.6), dpi=72)
+    ax = fig.subplots()
     for method, colour in (("baseline", "C7"), ("comet", "C0")):
-        pts = {r["noise"]: r for r in results if r["model"] == model and r["method"] == method}   # later runs replace earlier ones
+        pts = {
+            r["noise"]: r for r in results if r["model"] == model and r["method"] == method
+        }  # later runs replace earlier ones
         if pts:
-            xs = sorted(pts); ys = [pts[x]["auroc"] for x in xs]; es = [pts[x]["se"] for x in xs]
-            ax.errorbar([100 * x for x in xs], ys, yerr=es, marker="o", ms=4, lw=1, capsize=2, color=colour, label=method)
-    if ax.lines or ax.collections: ax.legend(fontsize=7)
-    else: ax.text(0.5, 0.5, "finished runs appear here", ha="center", va="center", fontsize=8, transform=ax.transAxes)
-    ax.set_xlabel("defective training images (%)", fontsize=8); ax.set_ylabel("test image AUROC", fontsize=8); ax.tick_params(labelsize=7)
+            xs = sorted(pts)
+            ys = [pts[x]["auroc"] for x in xs]
+            es = [pts[x]["se"] for x in xs]
+            ax.errorbar(
+                [100 * x for x in xs],
+                ys,
+                yerr=es,
+                marker="o",
+                ms=4,
+                lw=1,
+                capsize=2,
+                color=colour,
+                label=method,
+            )
+    if ax.lines or ax.collections:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            "finished runs appear here",
+            ha="center",
+            va="center",
+            fontsize=8,
+            transform=ax.transAxes,
+        )
+    ax.set_xlabel("defective training images (%)", fontsize=8)
+    ax.set_ylabel("test image AUROC", fontsize=8)
+    ax.tick_params(labelsize=7)
     ax.set_title(f"{model}: Fig. 5 so far", fontsize=9)
     fig.tight_layout()
     return fig
@@ -157,7 +225,8 @@ def lambda_figure(rounds,       # [{'epoch', 'lam', 'det_sigma'}], one per meta 
         per = sum(r["epoch"] == rounds[0]["epoch"] for r in rounds)
         _log_line(d, x, [r["det_sigma"] for r in rounds], color="C1")
         _log_line(l, x, [r["lam"] / lambda0 - 1 for r in rounds], color="C2")
-        l.set_yscale("log"); l.axhline(visible, color="0.5", ls="--", lw=1)
+        l.set_yscale("log")
+        l.axhline(visible, color="0.5", ls="--", lw=1)
         l.text(0.98, visible, "visible", transform=l.get_yaxis_transform(),
                ha="right", va="top", fontsize=7, color="0.4")
         for ax in (d, l): ax.set_xlabel(f"meta round ({per} per epoch)", fontsize=8)
@@ -168,27 +237,36 @@ def lambda_figure(rounds,       # [{'epoch', 'lam', 'det_sigma'}], one per meta 
         for ax in (d, l):
             ax.text(0.5, 0.5, f"{why}: λ stays λ0", ha="center", va="center",
                     fontsize=8, transform=ax.transAxes)
-    d.set_title("det Σ (Eq. 4)", fontsize=9); l.set_title(title, fontsize=9)
+    d.set_title("det Σ (Eq. 4)", fontsize=9)
+    l.set_title(title, fontsize=9)
     if history:
         ep = [r["epoch"] + 1 for r in history]
         for k, name in (("loss", "loss"), ("val_loss", "val")):
             e.plot(ep, [r[k] for r in history], label=name, lw=1, marker=".")
-        e.legend(fontsize=7); e.set_xlabel("epoch", fontsize=8)
+        e.legend(fontsize=7)
+        e.set_xlabel("epoch", fontsize=8)
     e.set_title("training loss", fontsize=9)
     for ax in (d, l, e): ax.tick_params(labelsize=7)
     return fig
 
 
 # %% ../nbs/40_explorer.ipynb #6e917257
-CPU_EPOCHS = {"simplenet": 8, "differnet": 10}      # a retrain within ~10 s on 2 cores; the presets' 30 / 60 epochs on a GPU
+CPU_EPOCHS = {
+    "simplenet": 8,
+    "differnet": 10,
+}  # a retrain within ~10 s on 2 cores; the presets' 30 / 60 epochs on a GPU
 CPU_BATCH = {"simplenet": 8, "differnet": 16}
 
 class Stopped(Exception):
     "Raised inside `fit` when the explorer stops or restarts a run."
 
 class _Hooks(Callback):
-    "Records each meta round's λ and det Σ, hands each finished epoch to `on_epoch`, and stops when `stop` is set."
-    def __init__(self, run: dict, stop: threading.Event, on_epoch): self.run, self.stop, self.on_epoch = run, stop, on_epoch
+    """Records each meta round's λ and det Σ, hands each finished
+    epoch to `on_epoch`, and stops when `stop` is set."""
+
+    def __init__(self, run: dict, stop: threading.Event, on_epoch):
+        self.run, self.stop, self.on_epoch = run, stop, on_epoch
+
     def after_round(self, trainer, info):
         if self.stop.is_set(): raise Stopped
         self.run["rounds"].append(dict(epoch=trainer.epoch, lam=info["lam"], det_sigma=info["det_sigma"]))
@@ -198,15 +276,32 @@ class _Hooks(Callback):
         if self.stop.is_set(): raise Stopped
 
 class ExplorerSession:
-    "The explorer's computation without widgets: a dataset's cached features, contamination as a row selection, training epoch by epoch."
-    def __init__(self, data="demo", device="auto", pretrained=True, seed: int = 0, cache=True, backbone: str = "efficientnet_lite0"):
-        self.data, self.pretrained, self.seed, self.cache, self.backbone = str(data), pretrained, seed, cache, backbone
+    """The explorer's computation without widgets: a dataset's cached
+    features, contamination as a row selection, training epoch by epoch."""
+
+    def __init__(
+        self,
+        data="demo",
+        device="auto",
+        pretrained=True,
+        seed: int = 0,
+        cache=True,
+        backbone: str = "efficientnet_lite0",
+    ):
+        self.data, self.pretrained, self.seed, self.cache, self.backbone = (
+            str(data),
+            pretrained,
+            seed,
+            cache,
+            backbone,
+        )
         self.device = resolve_device(device)
-        self._feats, self.results = {}, []                          # results: one Fig. 5 point per finished run
+        self._feats, self.results = {}, []  # results: one Fig. 5 point per finished run
 
     @property
     def categories(self) -> list:
-        "The dataset's categories: the demo set's, an MVTec-layout folder's, or [None] (a plain folder or KSDD2)."
+        """The dataset's categories: the demo set's, an MVTec-layout
+        folder's, or [None] (a plain folder or KSDD2)."""
         if self.data == "demo": return list(DEMO_CATEGORIES)
         return categories(self.data) if detect_format(self.data) in ("mvtec", "viaduct") else [None]
 
@@ -214,7 +309,10 @@ class ExplorerSession:
         "A clear error for a category the dataset does not have."
         cats = self.categories
         if category is not None and category not in cats:
-            raise ValueError(f"category {category!r} is not in {self.data}; its categories are: {', '.join(map(str, cats))}.")
+            raise ValueError(
+                f"category {category!r} is not in {self.data}; its categories are: "
+                f"{', '.join(map(str, cats))}."
+            )
 
     def default_epochs(self, model: str) -> int:
         "Epochs of a run when none are given: fewer on a CPU (`CPU_EPOCHS`), the preset's on a GPU."
@@ -222,28 +320,44 @@ class ExplorerSession:
 
     def config(self, model: str, category, **kw) -> RunConfig:
         "The RunConfig of an explorer run (larger batches on a CPU)."
-        base = dict(data=self.data, category=category, model=model, backbone=self.backbone, pretrained=self.pretrained, device=str(self.device), seed=self.seed,
-                    cache=self.cache, batch_size=CPU_BATCH[model] if self.device.type == "cpu" else None, nn_reference=False)
+        base = dict(
+            data=self.data,
+            category=category,
+            model=model,
+            backbone=self.backbone,
+            pretrained=self.pretrained,
+            device=str(self.device),
+            seed=self.seed,
+            cache=self.cache,
+            batch_size=CPU_BATCH[model] if self.device.type == "cpu" else None,
+            nn_reference=False,
+        )
         return RunConfig(**{**base, **kw})
 
     def features(self, model: str, category) -> tuple:
-        "(clean split, feature dim, training features, test features), extracted once per model and category (and cached on disk)."
+        """(clean split, feature dim, training features, test features),
+        extracted once per model and category (and cached on disk)."""
         if (model, category) not in self._feats:
             cfg = self.config(model, category)
             split = load_split(cfg.data, cfg.category, cfg.format)
-            with warnings.catch_warnings():                          # random weights are said in the status line, in words
+            with warnings.catch_warnings():  # random weights are said in the status line, in words
                 warnings.simplefilter("ignore", RandomWeightsWarning)
                 ext = make_extractor(cfg)
             train = run_features(split.train, cfg, ext, True, self.device)
-            test = run_features(split.test, cfg, ext, True, self.device) if split.test else None   # training views: test images may join training
+            test = (
+                run_features(split.test, cfg, ext, True, self.device) if split.test else None
+            )  # training views: test images may join training
             self._feats[(model, category)] = (split, ext.dim, train, test)
         return self._feats[(model, category)]
 
     def split(self, model: str, category, noise: float):
-        "The contaminated split (the paper's protocol on the clean one) and a lookup from image path to its cached feature row."
+        """The contaminated split (the paper's protocol on the clean one)
+        and a lookup from image path to its cached feature row."""
         split, _, train, test = self.features(model, category)
         s = contaminate(split, noise, seed=self.seed) if noise else split
-        return s, {str(r.path): (train, i) for i, r in enumerate(split.train)} | {str(r.path): (test, i) for i, r in enumerate(split.test)}
+        return s, {str(r.path): (train, i) for i, r in enumerate(split.train)} | {
+            str(r.path): (test, i) for i, r in enumerate(split.test)
+        }
 
     @staticmethod
     def _rows(records, row) -> torch.Tensor:
@@ -251,104 +365,249 @@ class ExplorerSession:
         return torch.stack([torch.as_tensor(f[i]) for f, i in (row[str(r.path)] for r in records)]).float()
 
     def training_set(self, model: str, category, noise: float) -> tuple:
-        "Re-contaminate on cached features: (records, features as float32, known-contaminant flags) — no backbone pass."
+        """Re-contaminate on cached features: (records, features as
+        float32, known-contaminant flags) — no backbone pass."""
         return self._training_rows(*self.split(model, category, noise))
 
     def _training_rows(self, s, row) -> tuple:
         return s.train, self._rows(s.train, row), np.array([r.known_defective for r in s.train])
 
     def test_auroc(self, test_records, row, trained) -> dict | None:
-        "Image AUROC ± SE of a trained model on the test images left in the test set (`split`); None without both classes."
+        """Image AUROC ± SE of a trained model on the test images left
+        in the test set (`split`); None without both classes."""
         y = np.array([r.label for r in test_records])
         if not len(y) or y.min() == y.max(): return None
         r = image_auroc(y, _model_scores(trained, self._rows(test_records, row), device=self.device))
         return dict(auroc=r["auroc"], se=r["se"], n_test=len(y))
 
-    def train(self, model: str = "simplenet", category=None, method: str = "comet", noise: float = 0.1, kappa: float = 1.5, gamma: float = 0.5,
-              lambda0="auto", epochs: int | None = None, stop: threading.Event | None = None, on_epoch=None) -> dict:
-        """Train one run on cached features, calling `on_epoch(run)` after each epoch. Returns the run: records, contaminant flags, λ0, rounds,
-        history, trainer, and `scores` — the training scores of the final model (an epoch's record holds those at its *start*).
-        `stop` is honoured between the preparation steps and within a meta round (a baseline epoch: at its end)."""
+    def train(
+        self,
+        model: str = "simplenet",
+        category=None,
+        method: str = "comet",
+        noise: float = 0.1,
+        kappa: float = 1.5,
+        gamma: float = 0.5,
+        lambda0="auto",
+        epochs: int | None = None,
+        stop: threading.Event | None = None,
+        on_epoch=None,
+    ) -> dict:
+        """Train one run on cached features, calling `on_epoch(run)` after each epoch. Returns the run:
+        records, contaminant flags, λ0, rounds, history, trainer, and `scores` — the training scores
+        of the final model (an epoch's record holds those at its *start*). `stop` is honoured between
+        the preparation steps and within a meta round (a baseline epoch: at its end)."""
         stop = stop or threading.Event()
         def check():
             if stop.is_set(): raise Stopped
         category = category if category is not None else self.categories[0]
         epochs = epochs or self.default_epochs(model)
-        cfg = self.config(model, category, method=method, noise=noise, kappa=kappa, gamma=gamma, lambda0=lambda0, epochs=epochs)
-        run = dict(config=cfg, records=None, contaminant=None, lambda0=None, rounds=[], history=[], stopped=False, scores=None, test=None)
+        cfg = self.config(
+            model,
+            category,
+            method=method,
+            noise=noise,
+            kappa=kappa,
+            gamma=gamma,
+            lambda0=lambda0,
+            epochs=epochs,
+        )
+        run = dict(
+            config=cfg,
+            records=None,
+            contaminant=None,
+            lambda0=None,
+            rounds=[],
+            history=[],
+            stopped=False,
+            scores=None,
+            test=None,
+        )
         try:
-            dim = self.features(model, category)[1]; check()                  # the first call extracts features: seconds to minutes
-            s, row = self.split(model, category, noise)                      # contaminated once; training and test rows from it
-            run["records"], x, run["contaminant"] = self._training_rows(s, row); check()
-            run["lambda0"] = lam0 = _lambda0(cfg, dim, x); check()
-            run["trainer"] = CoMet(make_model(cfg, dim, x), trainer_config(cfg, lam0), [_Hooks(run, stop, on_epoch)])
+            dim = self.features(model, category)[1]
+            check()  # the first call extracts features: seconds to minutes
+            s, row = self.split(model, category, noise)  # contaminated once; training and test rows from it
+            run["records"], x, run["contaminant"] = self._training_rows(s, row)
+            check()
+            run["lambda0"] = lam0 = _lambda0(cfg, dim, x)
+            check()
+            run["trainer"] = CoMet(
+                make_model(cfg, dim, x), trainer_config(cfg, lam0), [_Hooks(run, stop, on_epoch)]
+            )
             run["trainer"].fit(x)
             run["scores"] = run["trainer"].scores(x)                         # the trained model's own scores
             run["test"] = self.test_auroc(s.test, row, run["trainer"].model)
-            if run["test"]: self.results.append(dict(model=model, method=method, noise=noise, category=category, epochs=len(run["history"]), **run["test"]))
-        except Stopped: run["stopped"] = True
+            if run["test"]:
+                self.results.append(
+                    dict(
+                        model=model,
+                        method=method,
+                        noise=noise,
+                        category=category,
+                        epochs=len(run["history"]),
+                        **run["test"],
+                    )
+                )
+        except Stopped:
+            run["stopped"] = True
         return run
 
 # %% ../nbs/40_explorer.ipynb #82877144
 def _blank_png() -> bytes:
-    "A 1×1 transparent PNG: what an image shows before its first figure (an empty image widget shows a broken-image icon)."
-    buf = io.BytesIO(); PILImage.new("RGBA", (1, 1), (0, 0, 0, 0)).save(buf, format="png"); return buf.getvalue()
+    """A 1×1 transparent PNG: what an image shows before its first
+    figure (an empty image widget shows a broken-image icon)."""
+    buf = io.BytesIO()
+    PILImage.new("RGBA", (1, 1), (0, 0, 0, 0)).save(buf, format="png")
+    return buf.getvalue()
+
 
 BLANK_PNG = _blank_png()
 
-RANGES = dict(noise=(0.0, 0.5), kappa=(0.0, 5.0), gamma=(0.0, 5.0), epochs=(1, 200))   # what the sliders can show
+RANGES = dict(
+    noise=(0.0, 0.5), kappa=(0.0, 5.0), gamma=(0.0, 5.0), epochs=(1, 200)
+)  # what the sliders can show
 
-def check_settings(model: str = "simplenet", method: str = "comet", noise: float = 0.1, kappa: float = 1.5, gamma: float = 0.5,
-                   lambda0: float | None = None, epochs: int | None = None):
+
+def check_settings(
+    model: str = "simplenet",
+    method: str = "comet",
+    noise: float = 0.1,
+    kappa: float = 1.5,
+    gamma: float = 0.5,
+    lambda0: float | None = None,
+    epochs: int | None = None,
+):
     "A clear error for a setting the explorer cannot show (a slider would silently clamp it)."
     if model not in MODELS: raise ValueError(f"model {model!r} is not one of {', '.join(MODELS)}.")
-    if method not in ("comet", "baseline"): raise ValueError(f"method {method!r} is not 'comet' or 'baseline'.")
+    if method not in ("comet", "baseline"):
+        raise ValueError(f"method {method!r} is not 'comet' or 'baseline'.")
     for name, v in dict(noise=noise, kappa=kappa, gamma=gamma, epochs=epochs).items():
         lo, hi = RANGES[name]
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not lo <= v <= hi):
-            raise ValueError(f"{name} = {v!r}: the explorer's {name} slider goes from {lo:g} to {hi:g}; give a number in that range.")
-    if epochs is not None and not isinstance(epochs, numbers.Integral): raise ValueError(f"epochs = {epochs!r}: give a whole number of epochs.")
-    if lambda0 is not None and (isinstance(lambda0, bool) or not isinstance(lambda0, numbers.Real) or not 1e-6 <= lambda0 <= 1):
-        raise ValueError(f"lambda0 = {lambda0!r}: give a number from 1e-6 to 1 (the slider is logarithmic), or None for 'auto' (1 % of the initial loss).")
+            raise ValueError(
+                f"{name} = {v!r}: the explorer's {name} slider goes from {lo:g} to {hi:g}; give a number in "
+                "that range."
+            )
+    if epochs is not None and not isinstance(epochs, numbers.Integral):
+        raise ValueError(f"epochs = {epochs!r}: give a whole number of epochs.")
+    if lambda0 is not None and (
+        isinstance(lambda0, bool) or not isinstance(lambda0, numbers.Real) or not 1e-6 <= lambda0 <= 1
+    ):
+        raise ValueError(
+            f"lambda0 = {lambda0!r}: give a number from 1e-6 to 1 (the slider is logarithmic), or None for "
+            "'auto' (1 % of the initial loss)."
+        )
+
 
 class Explorer:
-    "Sliders for κ, γ, λ0 and the contamination, model/method/category choices, live figures, Train and Stop. `show()` displays it."
-    def __init__(self, data="demo", category=None, model: str = "simplenet", method: str = "comet", noise: float = 0.1, kappa: float = 1.5,
-                 gamma: float = 0.5, lambda0: float | None = None, epochs: int | None = None, device="auto", pretrained=True, seed: int = 0,
-                 backbone: str = "efficientnet_lite0", autostart: bool = True, gallery: int = 8, dpi: int = 90):
+    """Sliders for κ, γ, λ0 and the contamination, model/method/category
+    choices, live figures, Train and Stop. `show()` displays it."""
+
+    def __init__(
+        self,
+        data="demo",
+        category=None,
+        model: str = "simplenet",
+        method: str = "comet",
+        noise: float = 0.1,
+        kappa: float = 1.5,
+        gamma: float = 0.5,
+        lambda0: float | None = None,
+        epochs: int | None = None,
+        device="auto",
+        pretrained=True,
+        seed: int = 0,
+        backbone: str = "efficientnet_lite0",
+        autostart: bool = True,
+        gallery: int = 8,
+        dpi: int = 90,
+    ):
         import ipywidgets as W
         check_settings(model, method, noise, kappa, gamma, lambda0, epochs)
         for name, v, lo in (("gallery", gallery, 0), ("dpi", dpi, 20)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo: raise ValueError(f"{name} = {v!r}: give a whole number >= {lo}.")
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+                raise ValueError(f"{name} = {v!r}: give a whole number >= {lo}.")
         epochs = None if epochs is None else int(epochs)
         self.session = s = ExplorerSession(data, device, pretrained, seed, backbone=backbone)
-        s.check_category(category); cats = s.categories
+        s.check_category(category)
+        cats = s.categories
         cpu = s.device.type == "cpu"
         lay, st = W.Layout(width="330px"), {"description_width": "75px"}
         later = dict(continuous_update=False, layout=lay, style=st)
-        self.kappa = W.FloatSlider(value=kappa, min=0.0, max=RANGES["kappa"][1], step=0.05, description="κ (Eq. 2)", **later)   # a redraw on release
-        self.gamma = W.FloatSlider(value=gamma, min=0.0, max=RANGES["gamma"][1], step=0.1, description="γ (Eq. 5)", **later)
-        self.lambda0 = W.FloatLogSlider(value=lambda0 or 1e-3, base=10, min=-6, max=0, step=0.1, description="λ0 (Eq. 5)", disabled=lambda0 is None, **later)
-        self.lambda0_auto = W.Checkbox(value=lambda0 is None, description="λ0 auto", indent=False, layout=W.Layout(width="90px"))
-        self.noise = W.FloatSlider(value=noise, min=0.0, max=RANGES["noise"][1], step=0.05, description="noise", **later)
+        self.kappa = W.FloatSlider(
+            value=kappa, min=0.0, max=RANGES["kappa"][1], step=0.05, description="κ (Eq. 2)", **later
+        )  # a redraw on release
+        self.gamma = W.FloatSlider(
+            value=gamma, min=0.0, max=RANGES["gamma"][1], step=0.1, description="γ (Eq. 5)", **later
+        )
+        self.lambda0 = W.FloatLogSlider(
+            value=lambda0 or 1e-3,
+            base=10,
+            min=-6,
+            max=0,
+            step=0.1,
+            description="λ0 (Eq. 5)",
+            disabled=lambda0 is None,
+            **later,
+        )
+        self.lambda0_auto = W.Checkbox(
+            value=lambda0 is None, description="λ0 auto", indent=False, layout=W.Layout(width="90px")
+        )
+        self.noise = W.FloatSlider(
+            value=noise, min=0.0, max=RANGES["noise"][1], step=0.05, description="noise", **later
+        )
         self.model = W.ToggleButtons(options=list(MODELS), value=model, style={"button_width": "85px"})
-        self.method = W.ToggleButtons(options=["comet", "baseline"], value=method, style={"button_width": "85px"})
-        self.category = W.Dropdown(options=[(str(c), c) for c in cats], value=category if category is not None else cats[0], description="category", layout=lay, style=st)
-        self.epochs = W.IntSlider(value=epochs or s.default_epochs(model), min=1, max=RANGES["epochs"][1], description="epochs", **later)
-        self.train_button, self.stop_button = W.Button(description="Train", icon="play"), W.Button(description="Stop", icon="stop")
+        self.method = W.ToggleButtons(
+            options=["comet", "baseline"], value=method, style={"button_width": "85px"}
+        )
+        self.category = W.Dropdown(
+            options=[(str(c), c) for c in cats],
+            value=category if category is not None else cats[0],
+            description="category",
+            layout=lay,
+            style=st,
+        )
+        self.epochs = W.IntSlider(
+            value=epochs or s.default_epochs(model),
+            min=1,
+            max=RANGES["epochs"][1],
+            description="epochs",
+            **later,
+        )
+        self.train_button, self.stop_button = (
+            W.Button(description="Train", icon="play"),
+            W.Button(description="Stop", icon="stop"),
+        )
         note = " — no GPU here, so fewer epochs and larger batches than the paper's presets" if cpu else ""
-        self.device_label = W.HTML(f"device: <b>{s.device}</b>{html.escape(note)} · features: {html.escape(backbone_words(s.backbone, s.pretrained))}")
+        self.device_label = W.HTML(
+            f"device: <b>{s.device}</b>{html.escape(note)} · features: "
+            f"{html.escape(backbone_words(s.backbone, s.pretrained))}"
+        )
         self.status = W.HTML("ready")
-        self.scores_image, self.lambda_image, self.gallery_image, self.noise_image = (W.Image(value=BLANK_PNG, format="png") for _ in range(4))   # no broken-image icon while preparing
+        self.scores_image, self.lambda_image, self.gallery_image, self.noise_image = (
+            W.Image(value=BLANK_PNG, format="png") for _ in range(4)
+        )  # no broken-image icon while preparing
         self.n_gallery, self.dpi, self.run, self.error, self.state = gallery, dpi, None, None, {}
         self._thread, self._stop, self._lock, self._gen = None, threading.Event(), threading.RLock(), 0
         self.kappa.observe(lambda ch: self._draw_kappa(), "value")
-        for w in (self.gamma, self.lambda0, self.noise, self.model, self.method, self.category, self.epochs): w.observe(self._changed, "value")
+        for w in (self.gamma, self.lambda0, self.noise, self.model, self.method, self.category, self.epochs):
+            w.observe(self._changed, "value")
         self.lambda0_auto.observe(self._auto, "value")
-        self.train_button.on_click(lambda b: self.start()); self.stop_button.on_click(lambda b: self.stop())
-        controls = W.VBox([W.HBox([self.model, self.method]), W.HBox([self.category, self.epochs]), W.HBox([self.noise, self.kappa]),
-                           W.HBox([self.gamma, self.lambda0, self.lambda0_auto]), W.HBox([self.train_button, self.stop_button, self.status]), self.device_label])
-        self.widget = W.VBox([controls, self.scores_image, self.lambda_image, self.gallery_image, self.noise_image])
+        self.train_button.on_click(lambda b: self.start())
+        self.stop_button.on_click(lambda b: self.stop())
+        controls = W.VBox(
+            [
+                W.HBox([self.model, self.method]),
+                W.HBox([self.category, self.epochs]),
+                W.HBox([self.noise, self.kappa]),
+                W.HBox([self.gamma, self.lambda0, self.lambda0_auto]),
+                W.HBox([self.train_button, self.stop_button, self.status]),
+                self.device_label,
+            ]
+        )
+        self.widget = W.VBox(
+            [controls, self.scores_image, self.lambda_image, self.gallery_image, self.noise_image]
+        )
         if autostart: self.start()
 
     def show(self):
@@ -358,8 +617,16 @@ class Explorer:
 
     def settings(self) -> dict:
         "What the next run uses, read off the widgets."
-        return dict(model=self.model.value, category=self.category.value, method=self.method.value, noise=self.noise.value, kappa=self.kappa.value,
-                    gamma=self.gamma.value, lambda0="auto" if self.lambda0_auto.value else self.lambda0.value, epochs=self.epochs.value)
+        return dict(
+            model=self.model.value,
+            category=self.category.value,
+            method=self.method.value,
+            noise=self.noise.value,
+            kappa=self.kappa.value,
+            gamma=self.gamma.value,
+            lambda0="auto" if self.lambda0_auto.value else self.lambda0.value,
+            epochs=self.epochs.value,
+        )
 
     def _changed(self, ch): self.start()
 
@@ -375,28 +642,41 @@ class Explorer:
 
     # ---- training in a background thread: the page never waits for it
     def start(self):
-        "(Re)train with the current settings in a background thread. A run in progress is told to stop; the new one waits for it to end."
+        """(Re)train with the current settings in a background thread. A run in
+        progress is told to stop; the new one waits for it to end."""
         self._stop.set()
         prev, self._gen = self._thread, self._gen + 1
         self._stop, self.error = threading.Event(), None
-        with self._lock: self.run, self.state = None, {}                 # the figures on screen no longer match the settings
+        with self._lock:
+            self.run, self.state = None, {}  # the figures on screen no longer match the settings
         s = self.settings()
-        self.status.value = html.escape(f"preparing {s['model']} on {s['category']} (noise {s['noise']:.2f}) …")
-        self._thread = threading.Thread(target=self._train, args=(s, self._stop, self._gen, prev), daemon=True); self._thread.start()
+        self.status.value = html.escape(
+            f"preparing {s['model']} on {s['category']} (noise {s['noise']:.2f}) …"
+        )
+        self._thread = threading.Thread(
+            target=self._train, args=(s, self._stop, self._gen, prev), daemon=True
+        )
+        self._thread.start()
 
     def stop(self):
-        "Ask the run in progress to stop (within a meta round; a baseline epoch at its end); `wait()` waits for it."
+        """Ask the run in progress to stop (within a meta round; a
+        baseline epoch at its end); `wait()` waits for it."""
         self._stop.set()
 
     def wait(self, timeout: float | None = None):
-        "Block until the run in progress ends; re-raise its error if it failed; TimeoutError if it is still running after `timeout` seconds."
+        """Block until the run in progress ends; re-raise its error if it failed;
+        TimeoutError if it is still running after `timeout` seconds."""
         if self._thread is not None:
             self._thread.join(timeout)
-            if self._thread.is_alive(): raise TimeoutError(f"the explorer's run is still going after {timeout} s: stop() it, or wait longer.")
+            if self._thread.is_alive():
+                raise TimeoutError(
+                    f"the explorer's run is still going after {timeout} s: stop() it, or wait longer."
+                )
         if self.error is not None: raise self.error
 
     def _train(self, s: dict, stop: threading.Event, gen: int, prev):
-        if prev is not None: prev.join()                                  # one run at a time: the old one stops within a round
+        if prev is not None:
+            prev.join()  # one run at a time: the old one stops within a round
         if gen != self._gen: return                                       # superseded while waiting
         t0 = time.perf_counter()
         try:
@@ -405,59 +685,125 @@ class Explorer:
             n = len(run["history"])
             if run["history"]:
                 with self._lock: self.run = run
-                self._draw_kappa(); self._draw_lambda()                  # the final model's scores
+                self._draw_kappa()
+                self._draw_lambda()  # the final model's scores
             with self._lock: _show(self.noise_image, noise_figure(self.session.results, s["model"]), self.dpi)
-            auroc = f" · test image AUROC {run['test']['auroc']:.3f} ± {run['test']['se']:.3f}" if run["test"] else ""
-            self.status.value = (f"stopped after epoch {n}" if run["stopped"] else f"done: {n} epochs") + f" in {time.perf_counter() - t0:.0f} s" + auroc
-        except Exception as e:                                            # shown in the page; `wait` re-raises it
-            if gen == self._gen: self.error = e; self.status.value = f"<span style='color:#b00020'>error: {html.escape(str(e))}</span>"
+            auroc = (
+                f" · test image AUROC {run['test']['auroc']:.3f} ± {run['test']['se']:.3f}"
+                if run["test"]
+                else ""
+            )
+            self.status.value = (
+                (f"stopped after epoch {n}" if run["stopped"] else f"done: {n} epochs")
+                + f" in {time.perf_counter() - t0:.0f} s"
+                + auroc
+            )
+        except Exception as e:  # shown in the page; `wait` re-raises it
+            if gen == self._gen:
+                self.error = e
+                self.status.value = f"<span style='color:#b00020'>error: {html.escape(str(e))}</span>"
 
     def _epoch_done(self, run: dict, t0: float, gen: int):
         if gen != self._gen: return                                       # a superseded run: not shown
         with self._lock: self.run = run
         h = run["history"][-1]
-        self.status.value = (f"epoch {h['epoch'] + 1}/{run['trainer'].target_epochs} · {time.perf_counter() - t0:.0f} s · "
-                             f"λ = {h['lam']:.3g} (λ0 = {run['lambda0']:.3g})")
-        self._draw_kappa(); self._draw_lambda()
+        self.status.value = (
+            f"epoch {h['epoch'] + 1}/{run['trainer'].target_epochs} · {time.perf_counter() - t0:.0f} s · "
+            f"λ = {h['lam']:.3g} (λ0 = {run['lambda0']:.3g})"
+        )
+        self._draw_kappa()
+        self._draw_lambda()
 
     # ---- figures
     def _draw_kappa(self):
-        "κ moved or an epoch ended: weights of the cached scores at this κ, then the histogram and the gallery — no model involved."
+        """κ moved or an epoch ended: weights of the cached scores at this
+        κ, then the histogram and the gallery — no model involved."""
         with self._lock:
             run = self.run
             if run is None or not run["history"]: return
             final = run["scores"] is not None
-            a = run["scores"] if final else run["history"][-1]["scores"]    # an epoch's record holds the scores at its start
-            after, bad, kappa, cfg = len(run["history"]) if final else run["history"][-1]["epoch"], run["contaminant"], self.kappa.value, run["config"]
-            t0 = time.perf_counter(); k = kappa_weights(a, kappa); ms = 1000 * (time.perf_counter() - t0)
+            a = (
+                run["scores"] if final else run["history"][-1]["scores"]
+            )  # an epoch's record holds the scores at its start
+            after, bad, kappa, cfg = (
+                len(run["history"]) if final else run["history"][-1]["epoch"],
+                run["contaminant"],
+                self.kappa.value,
+                run["config"],
+            )
+            t0 = time.perf_counter()
+            k = kappa_weights(a, kappa)
+            ms = 1000 * (time.perf_counter() - t0)
             down = (k["weights"] < 1).numpy()
             note = f"scores of the model after {after} epoch{'s' * (after != 1)}; " + (
-                "baseline: these weights play no part in its training" if cfg.method == "baseline" else f"it trained with κ = {cfg.kappa:.2f}")
+                "baseline: these weights play no part in its training"
+                if cfg.method == "baseline"
+                else f"it trained with κ = {cfg.kappa:.2f}"
+            )
             _show(self.scores_image, scores_figure(a, bad, kappa, note), self.dpi)
             if self.n_gallery:
-                _show(self.gallery_image, lowest_weight_gallery([r.path for r in run["records"]], k["weights"], a, k=self.n_gallery, known_defective=bad), self.dpi)
-            self.state = dict(kappa=kappa, t=k["t"], n_flagged=k["n_flagged"], n_flagged_contaminants=int((down & bad).sum()), n_train=len(a),
-                              n_contaminants=int(bad.sum()), epoch=len(run["history"]), scores_after=after, weights_ms=ms,
-                              redraw_ms=1000 * (time.perf_counter() - t0))
+                _show(
+                    self.gallery_image,
+                    lowest_weight_gallery(
+                        [r.path for r in run["records"]],
+                        k["weights"],
+                        a,
+                        k=self.n_gallery,
+                        known_defective=bad,
+                    ),
+                    self.dpi,
+                )
+            self.state = dict(
+                kappa=kappa,
+                t=k["t"],
+                n_flagged=k["n_flagged"],
+                n_flagged_contaminants=int((down & bad).sum()),
+                n_train=len(a),
+                n_contaminants=int(bad.sum()),
+                epoch=len(run["history"]),
+                scores_after=after,
+                weights_ms=ms,
+                redraw_ms=1000 * (time.perf_counter() - t0),
+            )
 
     def _draw_lambda(self):
         with self._lock:
             run = self.run
-            if run is not None: _show(self.lambda_image, lambda_figure(run["rounds"], run["history"], run["lambda0"],
-                                                                      gamma=run["config"].gamma), self.dpi)
+            if run is not None:
+                _show(
+                    self.lambda_image,
+                    lambda_figure(run["rounds"], run["history"], run["lambda0"], gamma=run["config"].gamma),
+                    self.dpi,
+                )
 
 # %% ../nbs/40_explorer.ipynb #63f701f8
 def app_notebook(kernel: str = "python3", **settings) -> dict:   # an nbformat NotebookNode (a dict)
-    "The notebook `comet-nb explore` serves with Voilà: a title, how to use it, and `Explorer(**settings).show()`, run by the kernel named `kernel`."
+    """The notebook `comet-nb explore` serves with Voilà: a title, how to use it,
+    and `Explorer(**settings).show()`, run by the kernel named `kernel`."""
     import os, nbformat
-    args = ", ".join(f"{k}={(os.fspath(v) if isinstance(v, os.PathLike) else v)!r}" for k, v in settings.items())
+
+    args = ", ".join(
+        f"{k}={(os.fspath(v) if isinstance(v, os.PathLike) else v)!r}" for k, v in settings.items()
+    )
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3 (comet_nb)" if kernel != "python3" else "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell(
-                    "# CoMet explorer\n\nCoMet (Confident Meta-learning, ICCV 2025) trains an anomaly detector on training images of which some "
-                    "are defective. Move **κ** to see which training images it trusts less (red: defective images planted in the training set), "
-                    "**noise** to plant more of them and retrain, **γ** and **λ0** to change the regulariser of Eq. 5."),
-                nbformat.v4.new_code_cell("import warnings\n"   # a warning is a one-line note on the page, not an error box with source code
-                                          "warnings.showwarning = lambda msg, cat, *a, **k: print(f'Note: {msg}')\n"
-                                          f"from comet_nb.explorer import Explorer\nExplorer({args}).show()")]
+    nb.metadata["kernelspec"] = {
+        "name": kernel,
+        "display_name": "Python 3 (comet_nb)" if kernel != "python3" else "Python 3",
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(
+            "# CoMet explorer\n\nCoMet (Confident Meta-learning, ICCV 2025) trains an anomaly detector on "
+            "training images of which some "
+            "are defective. Move **κ** to see which training images it trusts less (red: defective images "
+            "planted in the training set), "
+            "**noise** to plant more of them and retrain, **γ** and **λ0** to change the regulariser of Eq. "
+            "5."
+        ),
+        nbformat.v4.new_code_cell(
+            "import warnings\n"  # a warning is a one-line note on the page, not an error box with source code
+            "warnings.showwarning = lambda msg, cat, *a, **k: print(f'Note: {msg}')\n"
+            f"from comet_nb.explorer import Explorer\nExplorer({args}).show()"
+        ),
+    ]
     return nb

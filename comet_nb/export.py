@@ -96,22 +96,33 @@ def graph_threshold(det: Detector, run_dir, g=None, batch_size: int = 16) -> tup
     except OSError as e: return det.threshold, f"the run's (its weights.csv cannot be read: {e.strerror})"
     missing = [p for p in paths if not Path(p).is_file()]
     if missing or not paths:
-        return det.threshold, f"the run's ({len(missing)} of its {len(paths)} training images are not here to re-score)"
-    S, g = det.preset["image_size"], g if g is not None else graph_of(det)   # the exporter's graph, not a second copy
+        return (
+            det.threshold,
+            f"the run's ({len(missing)} of its {len(paths)} training images are not here to re-score)",
+        )
+    S, g = (
+        det.preset["image_size"],
+        g if g is not None else graph_of(det),
+    )  # the exporter's graph, not a second copy
     scores = []
     for i in range(0, len(paths), batch_size):
         x = torch.stack([F.interpolate(load_image(p)[None], size=(S, S), mode="bilinear", antialias=True)[0]
                          for p in paths[i:i + batch_size]])
         with torch.no_grad(): scores.append(g(x))
-    t = decision_threshold(torch.cat(scores), det.config.kappa)                # Eq. 2, on the deployed score
-    return t, f"Eq. 2 over the run's {len(paths)} training images scored by this graph (the run's own: {det.threshold:.6g})"
+    t = decision_threshold(torch.cat(scores), det.config.kappa)  # Eq. 2, on the deployed score
+    return (
+        t,
+        f"Eq. 2 over the run's {len(paths)} training images scored by this graph (the run's own: "
+        f"{det.threshold:.6g})",
+    )
+
 
 # %% ../nbs/32_export.ipynb #c812ec87
 def _preprocess_words(det: Detector) -> str:
     "How an image file becomes the graph's input, in words."
     p, S = det.preset, det.preset["image_size"]
     if det.config.model == "differnet": return f"resize to {S}x{S} (bilinear, antialiased)"
-    R = p.get("resize") or S                                     # SimpleNet keeps the aspect ratio, as in training
+    R = p.get("resize") or S  # SimpleNet keeps the aspect ratio, as in training
     return f"resize the shorter side to {R} px (bilinear, antialiased), centre-crop {S}x{S}"
 
 def export_metadata(det: Detector, run_dir=None, g=None) -> dict:
@@ -120,20 +131,33 @@ def export_metadata(det: Detector, run_dir=None, g=None) -> dict:
     t, how = (det.threshold, "the run's") if run_dir is None else graph_threshold(det, run_dir, g)
     maps = c.model == "simplenet"
     return dict(
-        format="comet_nb detector 1", model=c.model, method=c.method, comet_nb=comet_nb.__version__,
+        format="comet_nb detector 1",
+        model=c.model,
+        method=c.method,
+        comet_nb=comet_nb.__version__,
         input=f"image: float32 (batch, 3, {S}, {S}), RGB in [0, 1] (ImageNet normalisation is inside)",
-        preprocess=_preprocess_words(det), image_size=S,
+        preprocess=_preprocess_words(det),
+        image_size=S,
         outputs=["score", "map"] if maps else ["score"],
-        map=f"(batch, {S}, {S}) pixel anomaly scores" if maps else
-            "none: DifferNet's maps are gradients of the score, which a graph without a backward pass cannot compute",
+        map=f"(batch, {S}, {S}) pixel anomaly scores"
+        if maps
+        else "none: DifferNet's maps are gradients of the score, which a graph without a backward pass "
+             "cannot compute",
         views=None if maps else dict(n=det.preset["test_views"], phase=0.0),
-        threshold=t, threshold_from=how, run_threshold=det.threshold,
-        decision="defective if score > threshold; threshold = Q3 + kappa (Q3 - Q1) of the training images' scores",
-        kappa=c.kappa, backbone=dict(name=c.backbone, weights=det.extractor.spec["weights"]),
-        config=c.to_dict(), versions=versions("cpu"))
+        threshold=t,
+        threshold_from=how,
+        run_threshold=det.threshold,
+        decision="defective if score > threshold; threshold = Q3 + kappa (Q3 - Q1) of the training images' "
+                 "scores",
+        kappa=c.kappa,
+        backbone=dict(name=c.backbone, weights=det.extractor.spec["weights"]),
+        config=c.to_dict(),
+        versions=versions("cpu"),
+    )
 
 # %% ../nbs/32_export.ipynb #bd877f4c
-META_KEY = "comet_nb"   # the metadata's key in an ONNX file's metadata_props, a TorchScript file's extra files
+META_KEY = "comet_nb"  # the metadata's key in an ONNX file's metadata_props, a TorchScript file's extra files
+
 
 def _need(module: str, what: str):
     "Import `module`, or say which extra installs it."
@@ -197,15 +221,21 @@ class ExportedDetector:
         "The input as float32 (B, 3, S, S), or a clear refusal."
         x = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)
         if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"{self.path.name} takes float pixels in [0, 1], got {x.dtype}: divide 8-bit images by 255.")
+            raise ValueError(
+                f"{self.path.name} takes float pixels in [0, 1], got {x.dtype}: divide 8-bit images by 255."
+            )
         x = x.astype(np.float32)
         if x.size and (x.min() < -1e-3 or x.max() > 1 + 1e-3):
-            raise ValueError(f"{self.path.name} takes pixels in [0, 1], got values from {x.min():.3g} to {x.max():.3g}: "
-                             "give RGB scaled to [0, 1] (the ImageNet normalisation is inside the file).")
+            raise ValueError(
+                f"{self.path.name} takes pixels in [0, 1], got values from {x.min():.3g} to {x.max():.3g}: "
+                "give RGB scaled to [0, 1] (the ImageNet normalisation is inside the file)."
+            )
         S = self.metadata["image_size"]
         if x.ndim != 4 or x.shape[1:] != (3, S, S):
-            raise ValueError(f"{self.path.name} takes images of shape (batch, 3, {S}, {S}), got {tuple(x.shape)}: "
-                             f"{self.metadata['preprocess']} first.")
+            raise ValueError(
+                f"{self.path.name} takes images of shape (batch, 3, {S}, {S}), got {tuple(x.shape)}: "
+                f"{self.metadata['preprocess']} first."
+            )
         return x
 
     def __call__(self, x) -> dict:
@@ -232,11 +262,12 @@ def export_torchscript(det: Detector, path, run_dir=None) -> Path:
 # %% ../nbs/32_export.ipynb #4b6792ea
 EXPORT_FORMATS = {"onnx": (".onnx", export_onnx), "torchscript": (".pt", export_torchscript)}
 
-def export_run(run,                 # a run folder written by train_run, or its checkpoint.pt
-               path=None,           # the file to write; default: detector.onnx / detector.pt in the run folder
-               format: str = "onnx",
-               pretrained=None      # the backbone's weight file, if it is elsewhere on this machine
-              ) -> Path:
+def export_run(
+    run,  # a run folder written by train_run, or its checkpoint.pt
+    path=None,  # the file to write; default: detector.onnx / detector.pt in the run folder
+    format: str = "onnx",
+    pretrained=None,  # the backbone's weight file, if it is elsewhere on this machine
+) -> Path:
     "Export a trained run as one deployable file; returns its path."
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format = {format!r} is not valid: one of {', '.join(EXPORT_FORMATS)}.")

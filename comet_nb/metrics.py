@@ -26,8 +26,13 @@ def _array(x, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         return (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x).numpy()
-    try: return np.asarray(x)
-    except (TypeError, ValueError) as e: raise ValueError(f"`{name}` must be an array of numbers; could not convert {type(x).__name__}: {e}") from None
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"`{name}` must be an array of numbers; could not convert {type(x).__name__}: {e}"
+        ) from None
+
 
 def _scores(x, name: str = "scores") -> np.ndarray:
     "A 1-D float64 array of finite scores, or a ValueError."
@@ -37,8 +42,11 @@ def _scores(x, name: str = "scores") -> np.ndarray:
         raise ValueError(f"`{name}` must hold real numbers; got dtype {a.dtype}.")
     a = a.astype(np.float64)
     if not np.isfinite(a).all():
-        raise ValueError(f"`{name}` holds {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} inf values "
-                         f"(first at index {np.flatnonzero(~np.isfinite(a))[:5].tolist()}): fix the model or the input before scoring.")
+        raise ValueError(
+            f"`{name}` holds {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} inf values "
+            f"(first at index {np.flatnonzero(~np.isfinite(a))[:5].tolist()}): fix the model or the input "
+            "before scoring."
+        )
     return a
 
 def _labels(x, name: str = "labels") -> np.ndarray:
@@ -46,19 +54,28 @@ def _labels(x, name: str = "labels") -> np.ndarray:
     a = _array(x, name)
     if a.ndim != 1: raise ValueError(f"`{name}` must be 1-D, one label per image; got shape {a.shape}.")
     if a.dtype == bool: return a
-    if not np.issubdtype(a.dtype, np.number): raise ValueError(f"`{name}` must be 0/1 or bool; got dtype {a.dtype}.")
+    if not np.issubdtype(a.dtype, np.number):
+        raise ValueError(f"`{name}` must be 0/1 or bool; got dtype {a.dtype}.")
     other = np.setdiff1d(np.unique(a), [0, 1])
-    if other.size: raise ValueError(f"`{name}` must be 0 (nominal) or 1 (defective); found also {other[:5].tolist()}.")
+    if other.size:
+        raise ValueError(f"`{name}` must be 0 (nominal) or 1 (defective); found also {other[:5].tolist()}.")
     return a.astype(bool)
 
 def _labels_scores(labels, scores, both: bool = True):
     "Checked (labels, scores) of equal length; with `both`, at least one image of each class."
     y, s = _labels(labels), _scores(scores)
-    if len(y) != len(s): raise ValueError(f"`labels` has {len(y)} entries but `scores` has {len(s)}: one label and one score per image, in the same order.")
-    n_pos = int(y.sum()); n_neg = len(y) - n_pos
+    if len(y) != len(s):
+        raise ValueError(
+            f"`labels` has {len(y)} entries but `scores` has {len(s)}: one label and one score per image, "
+            "in the same order."
+        )
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
     if n_pos == 0 or (both and n_neg == 0):
-        raise ValueError(f"`labels` hold {n_pos} defective and {n_neg} nominal images: "
-                         f"{'an AUROC needs at least one of each' if both else 'recall needs at least one defective image'}.")
+        raise ValueError(
+            f"`labels` hold {n_pos} defective and {n_neg} nominal images: "
+            f"{'an AUROC needs at least one of each' if both else 'recall needs at least one defective image'}."
+        )
     return y, s
 
 # %% ../nbs/30_metrics.ipynb #bdb8212e
@@ -73,14 +90,18 @@ def hanley_mcneil_se(auc: float,   # the AUROC A, in [0, 1]
         raise ValueError(f"n_pos and n_neg must be whole numbers >= 1; got {n_pos!r} and {n_neg!r}.")
     q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
     var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg)
-    return math.sqrt(max(var, 0.0))                         # each term is >= 0 for A in [0, 1]; max() guards round-off
+    return math.sqrt(max(var, 0.0))  # each term is >= 0 for A in [0, 1]; max() guards round-off
+
 
 # %% ../nbs/30_metrics.ipynb #0e684dd7
 def _weighted_aucs(pos: np.ndarray, neg: np.ndarray, cp: np.ndarray, cn: np.ndarray) -> np.ndarray:
-    "AUROC of each replicate: positive scores `pos` (P,) with counts cp (B, P), negative scores `neg` (Q,) with counts cn (B, Q)."
+    """AUROC of each replicate: positive scores `pos` (P,) with counts cp
+    (B, P), negative scores `neg` (Q,) with counts cn (B, Q)."""
     order = np.argsort(neg, kind="stable")
     neg_sorted, cn = neg[order], cn[:, order]
-    cum = np.concatenate([np.zeros((len(cn), 1)), np.cumsum(cn, 1, dtype=np.float64)], 1)  # (B, Q+1): mass of negatives before each cut
+    cum = np.concatenate(
+        [np.zeros((len(cn), 1)), np.cumsum(cn, 1, dtype=np.float64)], 1
+    )  # (B, Q+1): mass of negatives before each cut
     lo, hi = np.searchsorted(neg_sorted, pos, "left"), np.searchsorted(neg_sorted, pos, "right")
     below, tied = cum[:, lo], cum[:, hi] - cum[:, lo]                                        # (B, P) each
     return (cp * (below + 0.5 * tied)).sum(1) / (cp.sum(1) * cn.sum(1))
@@ -90,13 +111,15 @@ def bootstrap_se(labels,              # (N,) 1 = defective, 0 = nominal
                  n_boot: int = 1000,  # bootstrap replicates
                  seed: int = 0
                 ) -> float:
-    "Standard error of the image AUROC by a stratified bootstrap (class sizes kept), vectorised over replicates."
+    """Standard error of the image AUROC by a stratified
+    bootstrap (class sizes kept), vectorised over replicates."""
     y, s = _labels_scores(labels, scores)
-    if int(n_boot) != n_boot or n_boot < 2: raise ValueError(f"n_boot must be a whole number >= 2; got {n_boot!r}.")
+    if int(n_boot) != n_boot or n_boot < 2:
+        raise ValueError(f"n_boot must be a whole number >= 2; got {n_boot!r}.")
     pos, neg = s[y], s[~y]
     P, Q = len(pos), len(neg)
     rng = np.random.default_rng(seed)
-    step = max(1, 2 ** 21 // max(P, Q))                     # replicates per block: memory stays ~ a few MB × 8
+    step = max(1, 2**21 // max(P, Q))  # replicates per block: memory stays ~ a few MB × 8
     aucs = []
     for b in range(0, int(n_boot), step):
         m = min(step, int(n_boot) - b)
@@ -112,7 +135,8 @@ def image_auroc(labels,  # (N,) 1 = defective, 0 = nominal; bool or 0/1
     "Image AUROC (scikit-learn) with its Hanley–McNeil standard error: dict(auroc, se, n_pos, n_neg)."
     y, s = _labels_scores(labels, scores)
     auc = float(roc_auc_score(y, s))
-    n_pos = int(y.sum()); n_neg = len(y) - n_pos
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
     return dict(auroc=auc, se=hanley_mcneil_se(auc, n_pos, n_neg), n_pos=n_pos, n_neg=n_neg)
 
 # %% ../nbs/30_metrics.ipynb #cfad1813
@@ -122,50 +146,79 @@ def _pair(mask, amap):
     a = amap if isinstance(amap, torch.Tensor) else torch.as_tensor(np.asarray(amap))
     m, a = m.detach(), a.detach()
     if m.shape != a.shape and m.squeeze().shape != a.squeeze().shape:
-        raise ValueError(f"mask shape {tuple(m.shape)} and anomaly-map shape {tuple(a.shape)} differ: one mask pixel per map pixel "
-                         "(upsample the maps to the mask size, e.g. with bilinear interpolation, before scoring).")
-    if a.dtype == torch.bool or a.is_complex() or not (a.is_floating_point() or a.dtype in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)):
+        raise ValueError(
+            f"mask shape {tuple(m.shape)} and anomaly-map shape {tuple(a.shape)} differ: one mask pixel per map pixel "
+            "(upsample the maps to the mask size, e.g. with bilinear interpolation, before scoring)."
+        )
+    if (
+        a.dtype == torch.bool
+        or a.is_complex()
+        or not (
+            a.is_floating_point()
+            or a.dtype in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+        )
+    ):
         raise ValueError(f"anomaly maps must hold real numbers; got dtype {a.dtype}.")
     return m, a
 
 def _pixels(m, a, chunk: int, w=None):
-    "(defective bool, score, weight or None) of a checked pair, flat, in slices of `chunk` pixels checked one by one."
+    """(defective bool, score, weight or None) of a checked pair,
+    flat, in slices of `chunk` pixels checked one by one."""
     m, a = m.reshape(-1), a.reshape(-1)
     w = None if w is None else w.reshape(-1)
     for i in range(0, a.numel(), chunk):
-        mi, ai = m[i:i + chunk].cpu(), a[i:i + chunk].to("cpu", torch.float64)   # the histograms live on the host
+        mi, ai = (
+            m[i : i + chunk].cpu(),
+            a[i : i + chunk].to("cpu", torch.float64),
+        )  # the histograms live on the host
         if not bool(torch.isfinite(ai).all()):
-            raise ValueError(f"an anomaly map holds {int(torch.isnan(ai).sum())} NaN and {int(torch.isinf(ai).sum())} inf values: fix the model before scoring.")
+            raise ValueError(
+                f"an anomaly map holds {int(torch.isnan(ai).sum())} NaN and {int(torch.isinf(ai).sum())} inf values: fix the model before scoring."
+            )
         if mi.dtype != torch.bool:
             if bool(((mi != 0) & (mi != 1)).any()):
-                raise ValueError("masks must be 0/1 (or bool); found other values. A mask resized with interpolation must be "
-                                 "re-binarised (e.g. `mask > 0.5`) or resized with nearest-neighbour interpolation.")
+                raise ValueError(
+                    "masks must be 0/1 (or bool); found other values. A mask resized with interpolation must be "
+                    "re-binarised (e.g. `mask > 0.5`) or resized with nearest-neighbour interpolation."
+                )
             mi = mi != 0
         yield mi, ai, None if w is None else w[i:i + chunk]
 
 class StreamingAUROC:
-    "Pixel AUROC of a stream of (mask, map) batches from fixed-size histograms, with a bound on its binning error."
-    _sums = {"pos": torch.int64, "neg": torch.int64}       # per-bin sums, merged by addition: defective, good counts
+    """Pixel AUROC of a stream of (mask, map) batches from
+    fixed-size histograms, with a bound on its binning error."""
+
+    _sums = {
+        "pos": torch.int64,
+        "neg": torch.int64,
+    }  # per-bin sums, merged by addition: defective, good counts
+
     def __init__(self,
                  bins: int = 2 ** 16,    # B: histogram bins; the state is 4 arrays of this size
                  score_range=None,       # (low, high) to start from; default: the first batch's min and max
                  chunk: int = 2 ** 22):  # pixels converted to float64 at a time within a batch
         if int(bins) != bins or bins < 2: raise ValueError(f"bins must be a whole number >= 2; got {bins!r}.")
         self.bins, self.chunk = int(bins), int(chunk)
-        self.width = self.start = None                        # bin i holds scores in [(start + i)·width, (start + i + 1)·width)
-        self.pos = self.neg = self.vmin = self.vmax = None   # per-bin counts and score extremes, once a range exists
-        self._pending = None                                  # (value, {name: sum}) while all scores are one value
+        self.width = self.start = None  # bin i holds scores in [(start + i)·width, (start + i + 1)·width)
+        self.pos = self.neg = self.vmin = self.vmax = (
+            None  # per-bin counts and score extremes, once a range exists
+        )
+        self._pending = None  # (value, {name: sum}) while all scores are one value
         if score_range is not None:
             lo, hi = map(float, score_range)
-            if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo): raise ValueError(f"score_range must be finite (low, high) with high > low; got {score_range!r}.")
+            if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+                raise ValueError(
+                    f"score_range must be finite (low, high) with high > low; got {score_range!r}."
+                )
             self._start(lo, hi)
 
     @property
     def span(self) -> float: return self.bins * self.width   # the score range the bins cover now
 
     def _too_fine(self, w: float, lo: float, hi: float) -> bool:
-        "Would width w need more than B bins for [lo, hi], or cell numbers beyond 2**50 (where float64 stops counting exactly)?"
-        return math.floor(hi / w) - math.floor(lo / w) + 1 > self.bins or max(abs(lo), abs(hi)) > w * 2.0 ** 50
+        """Would width w need more than B bins for [lo, hi], or cell
+        numbers beyond 2**50 (where float64 stops counting exactly)?"""
+        return math.floor(hi / w) - math.floor(lo / w) + 1 > self.bins or max(abs(lo), abs(hi)) > w * 2.0**50
 
     def _start(self, lo: float, hi: float):
         "The finest power-of-two width whose grid holds [lo, hi] in B bins; bins start at lo's cell."
@@ -174,29 +227,39 @@ class StreamingAUROC:
         while self._too_fine(w, lo, hi): w *= 2
         self.width, self.start, B = w, math.floor(lo / w), self.bins
         for name, dtype in self._sums.items(): setattr(self, name, torch.zeros(B, dtype=dtype))
-        self.vmin, self.vmax = torch.full((B,), math.inf, dtype=torch.float64), torch.full((B,), -math.inf, dtype=torch.float64)
-        if self._pending is not None:                         # scores seen before a range existed: all one value
-            v, sums = self._pending; self._pending = None
+        self.vmin, self.vmax = (
+            torch.full((B,), math.inf, dtype=torch.float64),
+            torch.full((B,), -math.inf, dtype=torch.float64),
+        )
+        if self._pending is not None:  # scores seen before a range existed: all one value
+            v, sums = self._pending
+            self._pending = None
             b = math.floor(v / w) - self.start
             for name in self._sums: getattr(self, name)[b] += sums[name]
-            self.vmin[b] = v; self.vmax[b] = v
+            self.vmin[b] = v
+            self.vmax[b] = v
 
     def _bin(self, a: torch.Tensor) -> torch.Tensor:
-        "Bin of each score: floor(a / width) − start, exact (width is a power of two, cell numbers stay below 2**50)."
+        """Bin of each score: floor(a / width) − start, exact (width
+        is a power of two, cell numbers stay below 2**50)."""
         return ((a / self.width).floor_() - float(self.start)).long()
 
     def _coarsen(self):
-        "Double the width: cell c becomes cell floor(c / 2), so bins merge in pairs and no score changes side of an edge."
+        """Double the width: cell c becomes cell floor(c / 2), so bins
+        merge in pairs and no score changes side of an edge."""
         idx = (torch.arange(self.bins) + (self.start & 1)) >> 1
-        self.start >>= 1; self.width *= 2
+        self.start >>= 1
+        self.width *= 2
         z = lambda t, fill: torch.full_like(t, fill)
         for name in self._sums:
-            old = getattr(self, name); setattr(self, name, z(old, 0).index_add_(0, idx, old))
+            old = getattr(self, name)
+            setattr(self, name, z(old, 0).index_add_(0, idx, old))
         self.vmin = z(self.vmin, math.inf).scatter_reduce_(0, idx, self.vmin, "amin")
         self.vmax = z(self.vmax, -math.inf).scatter_reduce_(0, idx, self.vmax, "amax")
 
     def _fit(self, amin: float, amax: float):
-        "Make [amin, amax] fit: coarsen until everything seen and the new scores span at most B bins, then shift the window."
+        """Make [amin, amax] fit: coarsen until everything seen and the
+        new scores span at most B bins, then shift the window."""
         B, cells = self.bins, lambda: (math.floor(amin / self.width), math.floor(amax / self.width))
         lo_c, hi_c = cells()
         if self.start <= lo_c and hi_c < self.start + B: return
@@ -206,15 +269,21 @@ class StreamingAUROC:
             lo_c, hi_c = cells()
             lo_u, hi_u = min(lo_c, self.start + first), max(hi_c, self.start + last)
             if hi_u - lo_u < B and max(abs(amin), abs(amax)) <= self.width * 2.0 ** 50: break
-            self._coarsen()                                   # the used bins merge in pairs: recompute where they are
+            self._coarsen()  # the used bins merge in pairs: recompute where they are
             used = torch.nonzero(self.vmin <= self.vmax).flatten()
             first, last = (int(used[0]), int(used[-1])) if len(used) else (0, 0)
-        new_start = hi_u - B + 1 if lo_c < self.start + first else lo_u   # leave the free bins on the side the scores are growing to
+        new_start = (
+            hi_u - B + 1 if lo_c < self.start + first else lo_u
+        )  # leave the free bins on the side the scores are growing to
         shift = self.start - new_start
         if shift:
-            src = slice(max(0, -shift), min(B, B - shift)); dst = slice(src.start + shift, src.stop + shift)
+            src = slice(max(0, -shift), min(B, B - shift))
+            dst = slice(src.start + shift, src.stop + shift)
             for name, fill in (*((n, 0) for n in self._sums), ("vmin", math.inf), ("vmax", -math.inf)):
-                old = getattr(self, name); new = torch.full_like(old, fill); new[dst] = old[src]; setattr(self, name, new)
+                old = getattr(self, name)
+                new = torch.full_like(old, fill)
+                new[dst] = old[src]
+                setattr(self, name, new)
             self.start = new_start
 
     def update(self, mask, amap) -> "StreamingAUROC":
@@ -223,17 +292,20 @@ class StreamingAUROC:
         for m, a, w in _pixels(mk, am, self.chunk, self._weights(mk)):
             if a.numel() == 0: continue
             amin, amax = a.min().item(), a.max().item()
-            if self.pos is None:                             # no range yet: wait until two different scores have been seen
-                if self._pending is not None: amin, amax = min(amin, self._pending[0]), max(amax, self._pending[0])
+            if self.pos is None:  # no range yet: wait until two different scores have been seen
+                if self._pending is not None:
+                    amin, amax = min(amin, self._pending[0]), max(amax, self._pending[0])
                 if amin == amax:
                     add = self._bin_sums(torch.zeros_like(a, dtype=torch.long), m, w, 1)
                     v, old = self._pending or (amin, {name: 0 for name in self._sums})
-                    self._pending = (v, {name: old[name] + add[name].item() for name in self._sums}); continue
+                    self._pending = (v, {name: old[name] + add[name].item() for name in self._sums})
+                    continue
                 self._start(amin, amax)
             else: self._fit(amin, amax)
             b = self._bin(a)
             for name, s in self._bin_sums(b, m, w, self.bins).items(): getattr(self, name).add_(s)
-            self.vmin.scatter_reduce_(0, b, a, "amin"); self.vmax.scatter_reduce_(0, b, a, "amax")
+            self.vmin.scatter_reduce_(0, b, a, "amin")
+            self.vmax.scatter_reduce_(0, b, a, "amax")
         return self
 
     def _weights(self, m: torch.Tensor):
@@ -252,13 +324,17 @@ class StreamingAUROC:
 
     def _check(self):
         P, N = self._counts()
-        if P == 0: raise ValueError(f"no defective pixels among the {N} pixels seen: pixel AUROC needs test images whose masks mark defects "
-                                    "(good images alone, or empty masks, cannot be scored).")
+        if P == 0:
+            raise ValueError(
+                f"no defective pixels among the {N} pixels seen: pixel AUROC needs test images whose masks mark defects "
+                "(good images alone, or empty masks, cannot be scored)."
+            )
         if N == 0: raise ValueError(f"all {P} pixels seen are defective: pixel AUROC needs good pixels too.")
         return P, N
 
     def compute(self) -> float:
-        "The pixel AUROC Â: trapezoid rule over the ROC points at the bin edges, scanned from the highest score down."
+        """The pixel AUROC Â: trapezoid rule over the ROC points at
+        the bin edges, scanned from the highest score down."""
         P, N = self._check()
         if self.pos is None: return 0.5                       # every score equal: every pair ties
         tpr = torch.cat([torch.zeros(1, dtype=torch.float64), self.pos.flip(0).cumsum(0).double() / P])
@@ -266,14 +342,16 @@ class StreamingAUROC:
         return float(torch.trapezoid(tpr, fpr))
 
     def error_bound(self) -> float:
-        "Upper bound on |Â − exact AUROC|: half the share of (defective, good) pixel pairs that share a bin holding different scores."
+        """Upper bound on |Â − exact AUROC|: half the share of (defective,
+        good) pixel pairs that share a bin holding different scores."""
         P, N = self._check()
         if self.pos is None: return 0.0
         mixed = self.vmin < self.vmax
         return float((self.pos[mixed].double() * self.neg[mixed].double()).sum() / (2 * P * N))
 
 def _exact_range(maps):
-    "(min, max) over a list of maps when all are finite real numbers and not all equal; else None (the stream finds its own range)."
+    """(min, max) over a list of maps when all are finite real numbers and
+    not all equal; else None (the stream finds its own range)."""
     lo, hi = math.inf, -math.inf
     for m in maps:
         a = m if isinstance(m, torch.Tensor) else torch.as_tensor(np.asarray(m))
@@ -282,7 +360,8 @@ def _exact_range(maps):
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else None
 
 def _batches(masks, maps, fn: str) -> tuple:
-    "(iterable of (mask, map) pairs, exact (min, max) of maps at hand or None) from masks and maps, or from pairs."
+    """(iterable of (mask, map) pairs, exact (min, max) of maps at
+    hand or None) from masks and maps, or from pairs."""
     if maps is None:
         if isinstance(masks, (torch.Tensor, np.ndarray)):
             raise ValueError(f"{fn}(masks) got one array: pass the anomaly maps too, {fn}(masks, maps), "
@@ -296,19 +375,25 @@ def _batches(masks, maps, fn: str) -> tuple:
 def _feed(acc, pairs, fn: str):
     "Update the accumulator with every (mask, map) pair; return it."
     for pair in pairs:
-        try: mask, amap = pair
-        except (TypeError, ValueError): raise ValueError("an iterable passed alone must yield (mask, map) pairs; "
-                                                         f"or call {fn}(masks, maps).") from None
+        try:
+            mask, amap = pair
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"an iterable passed alone must yield (mask, map) pairs; or call {fn}(masks, maps)."
+            ) from None
         acc.update(mask, amap)
     return acc
 
-def pixel_auroc(masks,                  # (N, H, W) 0/1 masks, or a list of them, or an iterable of (mask, map) batches
-                maps=None,              # (N, H, W) anomaly maps (higher = more anomalous), or a list; None when `masks` yields pairs
-                bins: int = 2 ** 16,    # histogram bins: binning error bounded by `StreamingAUROC.error_bound`
-                score_range=None        # (low, high) to start the histogram from; default: exact min/max of given maps, else the first batch
-               ) -> float:
+def pixel_auroc(
+    masks,  # (N, H, W) 0/1 masks, or a list of them, or an iterable of (mask, map) batches
+    maps=None,  # (N, H, W) anomaly maps (higher = more anomalous), or a list; None when `masks` yields pairs
+    bins: int = 2**16,  # histogram bins: binning error bounded by `StreamingAUROC.error_bound`
+    score_range=None,  # (low, high) to start the histogram from; default: exact min/max of given maps, else the first batch
+) -> float:
     "Pixel AUROC over all test pixels, streaming: memory is one batch plus fixed-size histograms."
-    pairs, exact = _batches(masks, maps, "pixel_auroc")       # maps at hand: their exact range first, no bins merged later
+    pairs, exact = _batches(
+        masks, maps, "pixel_auroc"
+    )  # maps at hand: their exact range first, no bins merged later
     acc = StreamingAUROC(bins, exact if score_range is None else score_range)
     return _feed(acc, pairs, "pixel_auroc").compute()
 
@@ -316,12 +401,14 @@ def pixel_auroc(masks,                  # (N, H, W) 0/1 masks, or a list of them
 def region_weights(masks,                 # (H, W) or (N, H, W) 0/1 masks; each (H, W) plane is one image
                    connectivity: int = 8  # 8: touching at a corner joins a region (MVTec's); 4: edges only
                   ) -> tuple:
-    "(weights, K): 1/|C_k| on each pixel of ground-truth region C_k, 0 on good pixels; K regions, image by image."
+    """(weights, K): 1/|C_k| on each pixel of ground-truth region
+    C_k, 0 on good pixels; K regions, image by image."""
     m = masks.detach().cpu() if isinstance(masks, torch.Tensor) else torch.as_tensor(np.asarray(masks))
-    if m.ndim < 2: raise ValueError(f"regions need 2-D masks, (H, W) or (N, H, W); got shape {tuple(m.shape)}.")
+    if m.ndim < 2:
+        raise ValueError(f"regions need 2-D masks, (H, W) or (N, H, W); got shape {tuple(m.shape)}.")
     _connectivity(connectivity)
     planes = (m != 0).reshape(-1, *m.shape[-2:]).numpy()
-    structure = np.zeros((3, 3, 3), bool)                    # neighbours within a plane: no region spans two images
+    structure = np.zeros((3, 3, 3), bool)  # neighbours within a plane: no region spans two images
     structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     lab, k = ndimage.label(planes, structure=structure)
     inv = np.zeros(k + 1)
@@ -330,12 +417,14 @@ def region_weights(masks,                 # (H, W) or (N, H, W) 0/1 masks; each 
 
 def _connectivity(c) -> int:
     "A checked connectivity: 4 or 8."
-    if c not in (4, 8): raise ValueError(f"connectivity must be 4 or 8 (the neighbours of a region's pixel); got {c!r}.")
+    if c not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8 (the neighbours of a region's pixel); got {c!r}.")
     return c
 
 # %% ../nbs/30_metrics.ipynb #79d41d8e
 def _area_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
-    "Trapezoid area under the polyline (x, y) from x[0] = 0 to `limit`, y interpolated there; x non-decreasing."
+    """Trapezoid area under the polyline (x, y) from x[0] = 0 to
+    `limit`, y interpolated there; x non-decreasing."""
     i = int(np.searchsorted(x, limit, side="right")) - 1     # the last point at or before the limit
     xs, ys = x[:i + 1], y[:i + 1]
     area = float(((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2).sum())
@@ -347,7 +436,9 @@ def _area_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
 def _limit(fpr_limit) -> float:
     "A checked FPR limit in (0, 1]."
     if isinstance(fpr_limit, bool) or not isinstance(fpr_limit, (int, float)) or not 0 < fpr_limit <= 1:
-        raise ValueError(f"fpr_limit must be a number in (0, 1] (MVTec's AUPRO stops at FPR 0.3); got {fpr_limit!r}.")
+        raise ValueError(
+            f"fpr_limit must be a number in (0, 1] (MVTec's AUPRO stops at FPR 0.3); got {fpr_limit!r}."
+        )
     return float(fpr_limit)
 
 # %% ../nbs/30_metrics.ipynb #6a063af7
@@ -369,15 +460,22 @@ class StreamingAUPRO(StreamingAUROC):
         return dict(super()._bin_sums(b, m, w, n), pro=torch.bincount(b[m], weights=w[m], minlength=n))
 
     def curve(self) -> tuple:
-        "(fpr, pro, mixed): the curve at the bin edges from the top score down, (0, 0) to (1, 1); mixed steps."
+        """(fpr, pro, mixed): the curve at the bin edges from the
+        top score down, (0, 0) to (1, 1); mixed steps."""
         P, N = self._counts()
         if self.n_regions == 0:
-            raise ValueError(f"no defective region among the {P + N} pixels seen: AUPRO needs test images whose "
-                             "masks mark defects (good images alone, or empty masks, cannot be scored).")
+            raise ValueError(
+                f"no defective region among the {P + N} pixels seen: AUPRO needs test images whose "
+                "masks mark defects (good images alone, or empty masks, cannot be scored)."
+            )
         if N == 0: raise ValueError(f"all {P} pixels seen are defective: AUPRO needs good pixels too "
                                     "(its x-axis is their false-positive rate).")
-        if self.pos is None:                                  # every score equal: one step from (0, 0) to (1, 1)
-            neg, pro, mixed = torch.tensor([N]), torch.tensor([self._pending[1]["pro"]]), torch.tensor([False])
+        if self.pos is None:  # every score equal: one step from (0, 0) to (1, 1)
+            neg, pro, mixed = (
+                torch.tensor([N]),
+                torch.tensor([self._pending[1]["pro"]]),
+                torch.tensor([False]),
+            )
         else: neg, pro, mixed = self.neg.flip(0), self.pro.flip(0), (self.vmin < self.vmax).flip(0)
         zero = torch.zeros(1, dtype=torch.float64)
         fpr = torch.cat([zero, neg.cumsum(0).double() / N])
@@ -390,7 +488,8 @@ class StreamingAUPRO(StreamingAUROC):
         return _area_to(x, y, L) / L
 
     def aupro_bound(self, fpr_limit: float = 0.3) -> float:
-        "Bound on |AUPRO − exact|: ½ΔFPR·ΔPRO of mixed steps below the limit, the cut step's share, over the limit."
+        """Bound on |AUPRO − exact|: ½ΔFPR·ΔPRO of mixed steps below
+        the limit, the cut step's share, over the limit."""
         L = _limit(fpr_limit)
         x, y, mixed = self.curve()
         dx, dy = np.diff(x), np.diff(y)
@@ -398,23 +497,26 @@ class StreamingAUPRO(StreamingAUROC):
         return float((0.5 * dx * dy)[below].sum() + ((L - x[:-1]) * dy)[cut].sum()) / L
 
 # %% ../nbs/30_metrics.ipynb #0d7bb147
-def aupro(masks,                  # (N, H, W) 0/1 masks, a list of them, or an iterable of (mask, map) batches
-          maps=None,              # (N, H, W) anomaly maps, or a list; None when `masks` yields pairs
-          fpr_limit: float = 0.3, # integrate the PRO curve from FPR 0 to here
-          bins: int = 2 ** 16,    # histogram bins: error bounded by `StreamingAUPRO.aupro_bound`
-          score_range=None,       # (low, high) to start the histogram from; default: exact min/max of the maps
-          connectivity: int = 8   # 8 (MVTec's) or 4: which mask pixels make one region
-         ) -> float:
-    "AUPRO up to `fpr_limit`, streaming like `pixel_auroc`: every defect region counts once, whatever its size."
+def aupro(
+    masks,  # (N, H, W) 0/1 masks, a list of them, or an iterable of (mask, map) batches
+    maps=None,  # (N, H, W) anomaly maps, or a list; None when `masks` yields pairs
+    fpr_limit: float = 0.3,  # integrate the PRO curve from FPR 0 to here
+    bins: int = 2**16,  # histogram bins: error bounded by `StreamingAUPRO.aupro_bound`
+    score_range=None,  # (low, high) to start the histogram from; default: exact min/max of the maps
+    connectivity: int = 8,  # 8 (MVTec's) or 4: which mask pixels make one region
+) -> float:
+    """AUPRO up to `fpr_limit`, streaming like `pixel_auroc`:
+    every defect region counts once, whatever its size."""
     _limit(fpr_limit)
     pairs, exact = _batches(masks, maps, "aupro")
     acc = StreamingAUPRO(bins, exact if score_range is None else score_range, connectivity=connectivity)
     return _feed(acc, pairs, "aupro").aupro(fpr_limit)
 
 # %% ../nbs/30_metrics.ipynb #f304a36d
-def decision_threshold(train_scores,        # (N,) anomaly scores of the *training* images under the final model
-                       kappa: float = 1.5   # κ of the IQR rule (Eq. 2)
-                      ) -> float:
+def decision_threshold(
+    train_scores,  # (N,) anomaly scores of the *training* images under the final model
+    kappa: float = 1.5,  # κ of the IQR rule (Eq. 2)
+) -> float:
     "τ for deployment: the IQR threshold Q3 + κ(Q3 − Q1) of the training scores (never of the test set)."
     return float(iqr_threshold(train_scores, kappa))
 
@@ -432,59 +534,80 @@ def precision_recall_f1(labels,   # (N,) 1 = defective
                 f1=float(f1_score(y, pred, **kw)), tau=tau)
 
 def f1_max(labels, scores) -> dict:
-    "ORACLE: the best F1 over all thresholds, picked with the test labels — only for comparing with papers that report it. dict(f1, tau)."
+    """ORACLE: the best F1 over all thresholds, picked with the test labels —
+    only for comparing with papers that report it. dict(f1, tau)."""
     y, s = _labels_scores(labels, scores, both=False)
     prec, rec, thr = precision_recall_curve(y, s)           # point k: flag s >= thr[k]
     prec, rec = prec[:-1], rec[:-1]                          # the last point (recall 0) has no threshold
     f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-300), 0.0)
-    k = int(np.argmax(f1)); t = float(thr[k])
-    below = s[s < t]                                         # report τ for the rule `s > τ`: between thr[k] and the next lower score
+    k = int(np.argmax(f1))
+    t = float(thr[k])
+    below = s[s < t]  # report τ for the rule `s > τ`: between thr[k] and the next lower score
     tau = (t + below.max()) / 2 if below.size else float(np.nextafter(t, -np.inf))
     if not (tau < t and (below.size == 0 or tau >= below.max())): tau = float(np.nextafter(t, -np.inf))
     return dict(f1=float(f1[k]), tau=float(tau))
 
 # %% ../nbs/30_metrics.ipynb #7091b251
 def _feature_rows(feats, name: str):
-    "(number of images, shape of one image's features, getter(i, j) → float tensor of images i..j-1) for tensors, arrays, feature sets."
-    feats = getattr(feats, "features", feats)                # a cached feature set: its tensor or memory-mapped rows
+    """(number of images, shape of one image's features, getter(i, j) →
+    float tensor of images i..j-1) for tensors, arrays, feature sets."""
+    feats = getattr(feats, "features", feats)  # a cached feature set: its tensor or memory-mapped rows
     if isinstance(feats, torch.Tensor): return len(feats), tuple(feats.shape[1:]), lambda i, j: feats[i:j]
-    if isinstance(feats, np.ndarray): return len(feats), feats.shape[1:], lambda i, j: torch.from_numpy(np.array(feats[i:j]))
+    if isinstance(feats, np.ndarray):
+        return len(feats), feats.shape[1:], lambda i, j: torch.from_numpy(np.array(feats[i:j]))
     if hasattr(feats, "__len__") and hasattr(feats, "__getitem__") and len(feats):
-        return len(feats), tuple(torch.as_tensor(feats[0]).shape), lambda i, j: torch.stack([torch.as_tensor(feats[t]) for t in range(i, j)])
-    raise ValueError(f"`{name}` must be a non-empty tensor or array of features (N, D, h, w), (N, V, D) or (N, D); got {type(feats).__name__}.")
+        return (
+            len(feats),
+            tuple(torch.as_tensor(feats[0]).shape),
+            lambda i, j: torch.stack([torch.as_tensor(feats[t]) for t in range(i, j)]),
+        )
+    raise ValueError(
+        f"`{name}` must be a non-empty tensor or array of features (N, D, h, w), (N, V, D) or (N, D); got {type(feats).__name__}."
+    )
+
 
 def _as_patches(x: torch.Tensor) -> torch.Tensor:
-    "Features of a block of images → (patches, D): (n, D, h, w) → (n·h·w, D); (n, V, D) → view mean (n, D); (n, D) as is."
+    """Features of a block of images → (patches, D): (n, D, h, w) →
+    (n·h·w, D); (n, V, D) → view mean (n, D); (n, D) as is."""
     if x.ndim == 4: return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
     return x.float().mean(1) if x.ndim == 3 else x
 
-def nn_patch_scores(train_feats,         # (N, D, h, w) patch features, or (N, V, D) / (N, D) image features, of the training images
-                    test_feats,          # (M, D, h', w') / (M, V', D) / (M, D) features of the images to score, same kind and D
-                    k: int = 1,          # distance to the k-th nearest training patch
-                    chunk: int = 4096,   # patches per block on each side (at least one image's patches)
-                    device=None          # where to compute; default: the test features' device
-                   ) -> torch.Tensor:    # (M, h', w') patch scores; (M, 1, 1) for image features
-    "Distance of each test patch to its k-th nearest patch among all training patches, in blocks (bounded memory)."
+def nn_patch_scores(
+    train_feats,  # (N, D, h, w) patch features, or (N, V, D) / (N, D) image features, of the training images
+    test_feats,  # (M, D, h', w') / (M, V', D) / (M, D) features of the images to score, same kind and D
+    k: int = 1,  # distance to the k-th nearest training patch
+    chunk: int = 4096,  # patches per block on each side (at least one image's patches)
+    device=None,  # where to compute; default: the test features' device
+) -> torch.Tensor:    # (M, h', w') patch scores; (M, 1, 1) for image features
+    """Distance of each test patch to its k-th nearest patch among
+    all training patches, in blocks (bounded memory)."""
     n_tr, s_tr, get_tr = _feature_rows(train_feats, "train_feats")
     n_te, s_te, get_te = _feature_rows(test_feats, "test_feats")
     if len(s_tr) not in (1, 2, 3) or (len(s_tr) == 3) != (len(s_te) == 3) or len(s_te) not in (1, 2, 3):
-        raise ValueError(f"features must both be patch features (N, D, h, w) or both image features (N, V, D) / (N, D); "
-                         f"got training {(n_tr, *s_tr)} and test {(n_te, *s_te)}.")
+        raise ValueError(
+            f"features must both be patch features (N, D, h, w) or both image features (N, V, D) / (N, D); "
+            f"got training {(n_tr, *s_tr)} and test {(n_te, *s_te)}."
+        )
     d_tr, d_te = (s_tr[0], s_te[0]) if len(s_tr) == 3 else (s_tr[-1], s_te[-1])
-    if d_tr != d_te: raise ValueError(f"training features have D = {d_tr} but test features D = {d_te}: both must come from the same extractor.")
+    if d_tr != d_te:
+        raise ValueError(
+            f"training features have D = {d_tr} but test features D = {d_te}: both must come from the same extractor."
+        )
     hw_tr = s_tr[1] * s_tr[2] if len(s_tr) == 3 else 1
     grid = tuple(s_te[1:]) if len(s_te) == 3 else (1, 1)
     hw_te = grid[0] * grid[1]
     if int(k) != k or not 1 <= k <= n_tr * hw_tr:
-        raise ValueError(f"k must be a whole number from 1 to the {n_tr * hw_tr} training patches; got {k!r}.")
+        raise ValueError(
+            f"k must be a whole number from 1 to the {n_tr * hw_tr} training patches; got {k!r}."
+        )
     if device is None:
         probe = getattr(test_feats, "features", test_feats)
         device = probe.device if isinstance(probe, torch.Tensor) else "cpu"
     per_tr, per_te = max(1, chunk // hw_tr), max(1, chunk // hw_te)   # images per block
     out = []
     for i in range(0, n_te, per_te):
-        q = _as_patches(get_te(i, min(i + per_te, n_te)).to(device)).float()            # (q, D)
-        best = torch.full((len(q), int(k)), math.inf, device=device)                     # running k smallest distances
+        q = _as_patches(get_te(i, min(i + per_te, n_te)).to(device)).float()  # (q, D)
+        best = torch.full((len(q), int(k)), math.inf, device=device)  # running k smallest distances
         for j in range(0, n_tr, per_tr):
             r = _as_patches(get_tr(j, min(j + per_tr, n_tr)).to(device)).float()         # (r, D)
             best = torch.cat([best, torch.cdist(q, r)], 1).topk(int(k), dim=1, largest=False).values
@@ -500,62 +623,94 @@ def _ranking(w: np.ndarray, a: np.ndarray) -> np.ndarray:
     "Indices by weight, lowest first; equal weights by score, highest first."
     return np.lexsort((-a, w))
 
-def curation_report(weights,                # (N,) SCL confidence weights w_i in (0, 1] of the training images
-                    train_scores,           # (N,) the anomaly scores a_i they came from
-                    known_defective=None    # (N,) True where a training image is known to be defective; None on unlabelled data
-                   ) -> dict:
-    "What the confidence weights found: counts and ranking; with known-defective labels also AUROCs and precision/recall of {w < 1}."
+def curation_report(
+    weights,  # (N,) SCL confidence weights w_i in (0, 1] of the training images
+    train_scores,  # (N,) the anomaly scores a_i they came from
+    known_defective=None,  # (N,) True where a training image is known to be defective; None on unlabelled data
+) -> dict:
+    """What the confidence weights found: counts and ranking; with
+    known-defective labels also AUROCs and precision/recall of {w < 1}."""
     w, a = _scores(weights, "weights"), _scores(train_scores, "train_scores")
-    if len(w) != len(a): raise ValueError(f"{len(w)} weights but {len(a)} training scores: one of each per training image, in the same order.")
+    if len(w) != len(a):
+        raise ValueError(
+            f"{len(w)} weights but {len(a)} training scores: one of each per training image, in the same order."
+        )
     if len(w) == 0: raise ValueError("`weights` is empty: the report needs at least one training image.")
-    if ((w <= 0) | (w > 1)).any(): raise ValueError(f"weights must lie in (0, 1] (SCL confidence weights); found values from {w.min():.3g} to {w.max():.3g}.")
+    if ((w <= 0) | (w > 1)).any():
+        raise ValueError(
+            f"weights must lie in (0, 1] (SCL confidence weights); found values from {w.min():.3g} to {w.max():.3g}."
+        )
     flagged = w < 1
     rep = dict(n=len(w), n_flagged=int(flagged.sum()), ranking=_ranking(w, a).tolist())
     known = None if known_defective is None else _labels(known_defective, "known_defective")
-    if known is None or not known.any(): return rep                       # nothing known: no metrics to compute
-    if len(known) != len(w): raise ValueError(f"`known_defective` has {len(known)} entries but there are {len(w)} weights.")
-    if known.all(): raise ValueError("`known_defective` marks every training image as defective: nothing to tell them apart from.")
-    rep.update(n_known_defective=int(known.sum()),
-               n_flagged_known=int((flagged & known).sum()),
-               auroc_scores=float(roc_auc_score(known, a)),
-               auroc_one_minus_w=float(roc_auc_score(known, 1 - w)),
-               precision_flagged=float(precision_score(known, flagged, zero_division=np.nan)),   # NaN when nothing is flagged
-               recall_flagged=float(recall_score(known, flagged)))
+    if known is None or not known.any():
+        return rep  # nothing known: no metrics to compute
+    if len(known) != len(w):
+        raise ValueError(f"`known_defective` has {len(known)} entries but there are {len(w)} weights.")
+    if known.all():
+        raise ValueError(
+            "`known_defective` marks every training image as defective: nothing to tell them apart from."
+        )
+    rep.update(
+        n_known_defective=int(known.sum()),
+        n_flagged_known=int((flagged & known).sum()),
+        auroc_scores=float(roc_auc_score(known, a)),
+        auroc_one_minus_w=float(roc_auc_score(known, 1 - w)),
+        precision_flagged=float(
+            precision_score(known, flagged, zero_division=np.nan)
+        ),  # NaN when nothing is flagged
+        recall_flagged=float(recall_score(known, flagged)),
+    )
     return rep
 
 def _image_hw3(x) -> np.ndarray:
-    "A path (loaded with `load_image`) or an image tensor/array (3, H, W), (1, H, W) or (H, W) as an (H, W, 3) array in [0, 1]."
+    """A path (loaded with `load_image`) or an image tensor/array (3, H,
+    W), (1, H, W) or (H, W) as an (H, W, 3) array in [0, 1]."""
     if isinstance(x, (str, Path)): x = load_image(x)
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu().float()
     if t.ndim == 2: t = t[None]
-    if t.ndim != 3 or t.shape[0] not in (1, 3): raise ValueError(f"an image must be (3, H, W), (1, H, W) or (H, W); got shape {tuple(t.shape)}.")
+    if t.ndim != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"an image must be (3, H, W), (1, H, W) or (H, W); got shape {tuple(t.shape)}.")
     return t.expand(3, -1, -1).permute(1, 2, 0).clamp(0, 1).numpy()
 
-def lowest_weight_gallery(images_or_paths,       # N images (tensor (N, 3, H, W) or a list of (3, H, W) tensors) or N image paths
-                          weights,               # (N,) SCL confidence weights
-                          scores,                # (N,) training anomaly scores
-                          k: int = 8,            # how many images to show
-                          known_defective=None,  # (N,) bool: known-defective images get a red frame
-                          ncols: int = 8,
-                          note: str = ""         # joins the title, e.g. which model, method and seed
-                         ) -> Figure:
-    "A figure of the k lowest-weight training images, weight and score in each title, known-defective ones framed in red."
+def lowest_weight_gallery(
+    images_or_paths,  # N images (tensor (N, 3, H, W) or a list of (3, H, W) tensors) or N image paths
+    weights,  # (N,) SCL confidence weights
+    scores,  # (N,) training anomaly scores
+    k: int = 8,  # how many images to show
+    known_defective=None,  # (N,) bool: known-defective images get a red frame
+    ncols: int = 8,
+    note: str = "",  # joins the title, e.g. which model, method and seed
+) -> Figure:
+    """A figure of the k lowest-weight training images, weight and
+    score in each title, known-defective ones framed in red."""
     w, a = _scores(weights, "weights"), _scores(scores, "scores")
     n = len(images_or_paths)
-    if not (n == len(w) == len(a)): raise ValueError(f"{n} images, {len(w)} weights and {len(a)} scores: one of each per training image.")
+    if not (n == len(w) == len(a)):
+        raise ValueError(f"{n} images, {len(w)} weights and {len(a)} scores: one of each per training image.")
     known = None if known_defective is None else _labels(known_defective, "known_defective")
-    if known is not None and len(known) != n: raise ValueError(f"`known_defective` has {len(known)} entries for {n} images.")
+    if known is not None and len(known) != n:
+        raise ValueError(f"`known_defective` has {len(known)} entries for {n} images.")
     idx = _ranking(w, a)[:int(k)]
-    cols = min(int(ncols), len(idx)); rows = -(-len(idx) // cols)
-    fig = Figure(figsize=(1.3 * cols, 1.6 * rows + 0.2))   # not registered with pyplot: shown once when returned, never leaked
+    cols = min(int(ncols), len(idx))
+    rows = -(-len(idx) // cols)
+    fig = Figure(
+        figsize=(1.3 * cols, 1.6 * rows + 0.2)
+    )  # not registered with pyplot: shown once when returned, never leaked
     axes = fig.subplots(rows, cols, squeeze=False).flat
     for ax, i in zip(axes, idx):
-        ax.imshow(_image_hw3(images_or_paths[i]), interpolation="nearest"); ax.set_xticks([]); ax.set_yticks([])
+        ax.imshow(_image_hw3(images_or_paths[i]), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
         ax.set_title(f"#{i}  w={w[i]:.3f}\nscore {a[i]:.3g}", fontsize=7)
         if known is not None and known[i]:
-            for sp in ax.spines.values(): sp.set_edgecolor("red"); sp.set_linewidth(3)
-    for ax in list(axes): ax.axis("off")                  # unused cells of the last row
-    title = f"{len(idx)} lowest-weight training images" + (" (red: known defective)" if known is not None else "")
+            for sp in ax.spines.values():
+                sp.set_edgecolor("red")
+                sp.set_linewidth(3)
+    for ax in list(axes): ax.axis("off")  # unused cells of the last row
+    title = f"{len(idx)} lowest-weight training images" + (
+        " (red: known defective)" if known is not None else ""
+    )
     fig.suptitle(title + (f"; {note}" if note else ""), fontsize=9)
     fig.tight_layout()
     return fig

@@ -33,10 +33,16 @@ AT = 0.1                                 # the contamination of Table 5 and of t
 DELTA = 0.03                             # the smallest AUROC difference the evidence must resolve
 
 # %% ../nbs/36_results.ipynb #7fd2e65f
-def evidence_runs(seeds=(0, 1, 2),         # every run of the grid
-                  extra_seeds=(3, 4, 5),   # more seeds for baseline and CoMet at 0 and `at`: the harm and the headline
-                  categories=DEMO_CATEGORIES, models=("simplenet", "differnet"),
-                  noises=NOISES, ablations=ABLATIONS, at=AT, **common) -> list:
+def evidence_runs(
+    seeds=(0, 1, 2),  # every run of the grid
+    extra_seeds=(3, 4, 5),  # more seeds for baseline and CoMet at 0 and `at`: the harm and the headline
+    categories=DEMO_CATEGORIES,
+    models=("simplenet", "differnet"),
+    noises=NOISES,
+    ablations=ABLATIONS,
+    at=AT,
+    **common,
+) -> list:
     "The sweep of the evidence: baseline and CoMet at every noise, Table 5's rows at `at`."
     common = {"data": "demo", **common}
     fig5 = sweep_grid(categories, models, ["baseline", "comet"], list(noises), list(seeds), **common)
@@ -77,14 +83,16 @@ def verdict(lo: float, hi: float, delta: float = DELTA) -> str:
 
 # %% ../nbs/36_results.ipynb #8c2520e7
 def shared_var(x: pd.DataFrame) -> float:
-    "The test-set covariance a category's seeds share (mean over pairs of seeds, at least 0); one seed: its own variance."
+    """The test-set covariance a category's seeds share (mean over
+    pairs of seeds, at least 0); one seed: its own variance."""
     if len(x) == 1: return float(x["var_test"].iloc[0])
     c = float(x["cov_shared"].iloc[0])
     return max(0.0, c) if c == c else float("nan")
 
 # %% ../nbs/36_results.ipynb #e4548554
 def _interval(g: pd.DataFrame) -> dict:
-    "Mean, SE, Welch–Satterthwaite df and 95 % interval of one model's differences (category, diff, var_test, cov_shared)."
+    """Mean, SE, Welch–Satterthwaite df and 95 % interval of one
+    model's differences (category, diff, var_test, cov_shared)."""
     cats = [x for _, x in g.groupby("category")]
     C = len(cats)
     a = [x["diff"].var(ddof=1) / len(x) if len(x) > 1 else float("nan") for x in cats]   # s_c² / S_c
@@ -94,8 +102,17 @@ def _interval(g: pd.DataFrame) -> dict:
     den = sum(ai ** 2 / (len(x) - 1) for ai, x in zip(a, cats) if len(x) > 1)
     df = (sum(a) + sum(c)) ** 2 / den if den > 0 else float("nan")
     crit = float(student.ppf(0.975, df)) if df == df else float("nan")
-    return dict(n=len(g), diff=mean, se=se, df=df, lo=mean - crit * se, hi=mean + crit * se,
-                se_seeds=math.sqrt(sum(a)) / C, se_test=math.sqrt(sum(c)) / C)   # the two parts of SE², for what to grow
+    return dict(
+        n=len(g),
+        diff=mean,
+        se=se,
+        df=df,
+        lo=mean - crit * se,
+        hi=mean + crit * se,
+        se_seeds=math.sqrt(sum(a)) / C,
+        se_test=math.sqrt(sum(c)) / C,
+    )  # the two parts of SE², for what to grow
+
 
 # %% ../nbs/36_results.ipynb #62c0ecf1
 def compare(pairs: pd.DataFrame,     # one row per category, model, seed and (a, b): diff, var_test
@@ -122,8 +139,8 @@ def evidence_pairs(rows) -> list:
     out = []
     for x in sorted({r["noise"] for r in rows}):
         rest = sorted({r["method"] for r in rows if r["noise"] == x} - {"baseline", "comet"})
-        out += [(_tag("baseline", x), _tag(m, x)) for m in ["comet", *rest]]    # against the plain detector
-        out += [(_tag(m, x), _tag("comet", x)) for m in rest]                   # the full method against each ablation
+        out += [(_tag("baseline", x), _tag(m, x)) for m in ["comet", *rest]]  # against the plain detector
+        out += [(_tag(m, x), _tag("comet", x)) for m in rest]  # the full method against each ablation
         if x: out += [(_tag(m, 0), _tag(m, x)) for m in ("baseline", "comet")]  # contamination's effect
     return [p for p in out if p[0] in tags and p[1] in tags]
 
@@ -161,19 +178,24 @@ def _shared_cov(sc: dict) -> float:
 
 # %% ../nbs/36_results.ipynb #f387e379
 def collect_pairs(rows) -> pd.DataFrame:
-    "Each comparison of `evidence_pairs` per category, model and seed (common test images), with the seeds' shared covariance."
+    """Each comparison of `evidence_pairs` per category, model and seed
+    (common test images), with the seeds' shared covariance."""
     by = {(r["category"], r["model"], r["seed"], _tag(r["method"], r["noise"])): r for r in rows}
     out = []
     for key in sorted({k[:2] for k in by}):
         mine = [r for r in rows if (r["category"], r["model"]) == key]
         for a, b in evidence_pairs(mine):
-            seeds = sorted({k[2] for k in by if k[:2] == key and (*key, k[2], a) in by and (*key, k[2], b) in by})
+            seeds = sorted(
+                {k[2] for k in by if k[:2] == key and (*key, k[2], a) in by and (*key, k[2], b) in by}
+            )
             if not seeds: continue                          # a partial sweep: no seed has both runs yet
             sc = _pair_scores(by, key, a, b, seeds)
             cov = _shared_cov(sc)
             for s, (x, z) in sc.items():
                 common = sorted(set(x) & set(z))
-                d, v = delong_diff([x[p][0] for p in common], [x[p][1] for p in common], [z[p][1] for p in common])
+                d, v = delong_diff(
+                    [x[p][0] for p in common], [x[p][1] for p in common], [z[p][1] for p in common]
+                )
                 out.append(dict(category=key[0], model=key[1], seed=int(s), a=a, b=b, diff=d, var_test=v,
                                 cov_shared=cov, n_test=len(common)))
     return pd.DataFrame(out)
@@ -185,8 +207,17 @@ def collect_training_scores(rows, at: float = AT, methods=("baseline", "comet"))
     for r in (r for r in rows if r["noise"] == at and r["method"] in methods):
         with open(Path(r["run"]) / "weights.csv", newline="") as f:
             for w in csv.DictReader(f):
-                out.append(dict(category=r["category"], model=r["model"], method=r["method"], seed=int(r["seed"]),
-                                score=float(w["score"]), weight=float(w["weight"]), contaminant=int(w["contaminant"])))
+                out.append(
+                    dict(
+                        category=r["category"],
+                        model=r["model"],
+                        method=r["method"],
+                        seed=int(r["seed"]),
+                        score=float(w["score"]),
+                        weight=float(w["weight"]),
+                        contaminant=int(w["contaminant"]),
+                    )
+                )
     return pd.DataFrame(out)
 
 # %% ../nbs/36_results.ipynb #e6711f8a
@@ -197,7 +228,8 @@ EVIDENCE_FILES = ("runs.csv", "pairs.csv", "training_scores.csv")
 
 # %% ../nbs/36_results.ipynb #13c09c04
 def write_evidence(rows, folder, at: float = AT) -> Path:
-    "runs.csv, pairs.csv and training_scores.csv (of the runs at noise `at`) of a sweep's rows, written atomically."
+    """runs.csv, pairs.csv and training_scores.csv (of the runs at
+    noise `at`) of a sweep's rows, written atomically."""
     folder = Path(folder)
     tables = (pd.DataFrame(rows)[list(RUN_COLUMNS)], collect_pairs(rows), collect_training_scores(rows, at))
     for name, t in zip(EVIDENCE_FILES, tables):
@@ -217,15 +249,21 @@ def load_evidence(folder) -> tuple:
 # %% ../nbs/36_results.ipynb #16b7f2ac
 MODELS = {"simplenet": "SimpleNet", "differnet": "DifferNet"}
 LINES = {"baseline": "C0", "CoMet": "C3", "nearest-neighbour reference": "0.5"}
-CAPTIONS = {"fig5.png": "Image AUROC against contamination: look at the gap between red (CoMet) and blue (baseline) as it grows",
-            "pixel.png": "SimpleNet's pixel AUROC: does localisation survive contamination, with and without CoMet?",
-            "scores.png": "Training scores at 10 %: red right of the dashed line (z > κ = 1.5) = contaminants down-weighted",
-            "kappa.png": "The κ curve: the gap between red and blue is what κ buys; dashed: the default 1.5"}
+CAPTIONS = {
+    "fig5.png": "Image AUROC against contamination: look at the gap between red (CoMet) and blue (baseline) "
+                "as it grows",
+    "pixel.png": "SimpleNet's pixel AUROC: does localisation survive contamination, with and without CoMet?",
+    "scores.png": "Training scores at 10 %: red right of the dashed line (z > κ = 1.5) = contaminants "
+                  "down-weighted",
+    "kappa.png": "The κ curve: the gap between red and blue is what κ buys; dashed: the default 1.5",
+}
 
 # %% ../nbs/36_results.ipynb #aecee9d6
 def _fig5_data(runs: pd.DataFrame, y: str = "i_auroc") -> pd.DataFrame:
     "Baseline, CoMet and (for image AUROC) the NN reference in long form."
-    r = runs[runs.method.isin(["baseline", "comet"])].assign(line=lambda d: d.method.map({"baseline": "baseline", "comet": "CoMet"}))
+    r = runs[runs.method.isin(["baseline", "comet"])].assign(
+        line=lambda d: d.method.map({"baseline": "baseline", "comet": "CoMet"})
+    )
     parts = [r.assign(value=r[y])]
     if y == "i_auroc":
         nn = runs[runs.method == "baseline"]
@@ -239,10 +277,24 @@ def fig5_figure(runs: pd.DataFrame, y: str = "i_auroc", models=None, title: str 
     d = _fig5_data(runs, y)
     if models is not None: d = d[d.model.isin([MODELS[m] for m in models])]
     lines = [k for k in LINES if k in set(d.line)]
-    g = sns.relplot(data=d, x="pct", y="value", hue="line", hue_order=lines, palette=LINES, style="line",
-                    dashes={k: (2, 2) if k.startswith("nearest") else "" for k in lines}, markers=True,
-                    row="model" if d.model.nunique() > 1 else None, col="category", kind="line", errorbar="se",
-                    height=1.8, aspect=1.2, facet_kws=dict(margin_titles=True))
+    g = sns.relplot(
+        data=d,
+        x="pct",
+        y="value",
+        hue="line",
+        hue_order=lines,
+        palette=LINES,
+        style="line",
+        dashes={k: (2, 2) if k.startswith("nearest") else "" for k in lines},
+        markers=True,
+        row="model" if d.model.nunique() > 1 else None,
+        col="category",
+        kind="line",
+        errorbar="se",
+        height=1.8,
+        aspect=1.2,
+        facet_kws=dict(margin_titles=True),
+    )
     g.set_axis_labels("contamination (%)", "image AUROC" if y == "i_auroc" else "pixel AUROC")
     g.set_titles(col_template="{col_name}", row_template="{row_name}")
     g.legend.set_title(None)
@@ -297,21 +349,31 @@ def with_z(ts: pd.DataFrame) -> pd.DataFrame:
 
 # %% ../nbs/36_results.ipynb #dff4a6dd
 def curation_table(runs: pd.DataFrame, ts: pd.DataFrame, at: float = AT, kappa: float = 1.5) -> pd.DataFrame:
-    "Per model and method at `at`: ranking AUROC, images crossing t, mean weights and their gap; mean ± SE over runs."
-    tz = with_z(ts).dropna(subset=["z"])                 # a run without score spread has no z: left out, not counted as 0
+    """Per model and method at `at`: ranking AUROC, images crossing
+    t, mean weights and their gap; mean ± SE over runs."""
+    tz = with_z(ts).dropna(subset=["z"])  # a run without score spread has no z: left out, not counted as 0
     rows = []
     for (model, method), g in tz.groupby(["model", "method"]):
         per = g.groupby(RUN_KEYS)
         stat = lambda f: _mean_se(per.apply(f, include_groups=False))
         r = runs[(runs.model == model) & (runs.method == method) & (runs.noise == at)]
-        rows.append(dict(model=model, method=method, runs=per.ngroups, curation_auroc=_mean_se(r.curation_auroc),
-                         contaminants=stat(lambda x: (x.contaminant == 1).sum()),
-                         contaminants_cross=stat(lambda x: ((x.z > kappa) & (x.contaminant == 1)).sum()),
-                         nominal=stat(lambda x: (x.contaminant == 0).sum()),
-                         nominal_cross=stat(lambda x: ((x.z > kappa) & (x.contaminant == 0)).sum()),
-                         weight_contaminants=stat(lambda x: x.weight[x.contaminant == 1].mean()),
-                         weight_nominal=stat(lambda x: x.weight[x.contaminant == 0].mean()),
-                         weight_gap=stat(lambda x: x.weight[x.contaminant == 0].mean() - x.weight[x.contaminant == 1].mean())))
+        rows.append(
+            dict(
+                model=model,
+                method=method,
+                runs=per.ngroups,
+                curation_auroc=_mean_se(r.curation_auroc),
+                contaminants=stat(lambda x: (x.contaminant == 1).sum()),
+                contaminants_cross=stat(lambda x: ((x.z > kappa) & (x.contaminant == 1)).sum()),
+                nominal=stat(lambda x: (x.contaminant == 0).sum()),
+                nominal_cross=stat(lambda x: ((x.z > kappa) & (x.contaminant == 0)).sum()),
+                weight_contaminants=stat(lambda x: x.weight[x.contaminant == 1].mean()),
+                weight_nominal=stat(lambda x: x.weight[x.contaminant == 0].mean()),
+                weight_gap=stat(
+                    lambda x: x.weight[x.contaminant == 0].mean() - x.weight[x.contaminant == 1].mean()
+                ),
+            )
+        )
     return pd.DataFrame(rows)
 
 # %% ../nbs/36_results.ipynb #df490116
@@ -331,23 +393,45 @@ def _ms(v, f: str = ".2f") -> str:
 # %% ../nbs/36_results.ipynb #f94b35ef
 def curation_view(cur: pd.DataFrame) -> pd.DataFrame:
     "The curation table in words and numbers."
-    return pd.DataFrame({"model": cur.model.map(MODELS), "method": cur.method.map({"baseline": "baseline", "comet": "CoMet"}),
-                         "runs": cur.runs,
-                         "contaminant ranking AUROC": [_ms(v) for v in cur.curation_auroc],
-                         "contaminants crossing t": [f"{_ms(c, '.1f')} of {n[0]:.0f}" for c, n in zip(cur.contaminants_cross, cur.contaminants)],
-                         "nominal crossing t": [f"{_ms(c, '.1f')} of {n[0]:.0f}" for c, n in zip(cur.nominal_cross, cur.nominal)],
-                         "weight: contaminants": [_ms(v) for v in cur.weight_contaminants],
-                         "weight: nominal": [_ms(v) for v in cur.weight_nominal],
-                         "weight gap": [_ms(v) for v in cur.weight_gap]})
+    return pd.DataFrame(
+        {
+            "model": cur.model.map(MODELS),
+            "method": cur.method.map({"baseline": "baseline", "comet": "CoMet"}),
+            "runs": cur.runs,
+            "contaminant ranking AUROC": [_ms(v) for v in cur.curation_auroc],
+            "contaminants crossing t": [
+                f"{_ms(c, '.1f')} of {n[0]:.0f}" for c, n in zip(cur.contaminants_cross, cur.contaminants)
+            ],
+            "nominal crossing t": [
+                f"{_ms(c, '.1f')} of {n[0]:.0f}" for c, n in zip(cur.nominal_cross, cur.nominal)
+            ],
+            "weight: contaminants": [_ms(v) for v in cur.weight_contaminants],
+            "weight: nominal": [_ms(v) for v in cur.weight_nominal],
+            "weight gap": [_ms(v) for v in cur.weight_gap],
+        }
+    )
 
 # %% ../nbs/36_results.ipynb #e048e59d
 def scores_figure(ts: pd.DataFrame, kappa: float = 1.5, title: str | None = None):
     "Training scores (z) of nominal images and contaminants, a panel per model and method; t at z = κ."
     d = with_z(ts).dropna(subset=["z"])
     d = d.assign(model=d.model.map(MODELS), method=d.method.map({"baseline": "baseline", "comet": "CoMet"}))
-    g = sns.displot(data=d, x="z", hue="image", palette={"nominal": "C0", "contaminant": "C3"}, col="model", row="method",
-                    kind="hist", stat="density", common_norm=False, element="step", bins=np.linspace(-4, 10, 57),
-                    height=1.7, aspect=1.6, facet_kws=dict(margin_titles=True))
+    g = sns.displot(
+        data=d,
+        x="z",
+        hue="image",
+        palette={"nominal": "C0", "contaminant": "C3"},
+        col="model",
+        row="method",
+        kind="hist",
+        stat="density",
+        common_norm=False,
+        element="step",
+        bins=np.linspace(-4, 10, 57),
+        height=1.7,
+        aspect=1.6,
+        facet_kws=dict(margin_titles=True),
+    )
     for ax in g.axes.flat: ax.axvline(kappa, color="k", lw=0.8, ls="--")
     g.set_axis_labels("z = (a − Q3)/IQR", "density")
     g.set_titles(col_template="{col_name}", row_template="{row_name}")
@@ -361,7 +445,9 @@ def kappa_curve(ts: pd.DataFrame, kappas=np.arange(0, 4.01, 0.25)) -> pd.DataFra
     rows = []
     for key, g in with_z(ts).dropna(subset=["z"]).groupby(RUN_KEYS + ["image"]):
         z = g.z.to_numpy()
-        rows += [dict(zip(RUN_KEYS + ["image"], key), kappa=float(k), down=float((z > k).mean())) for k in kappas]
+        rows += [
+            dict(zip(RUN_KEYS + ["image"], key), kappa=float(k), down=float((z > k).mean())) for k in kappas
+        ]
     return pd.DataFrame(rows)
 
 # %% ../nbs/36_results.ipynb #facfc45c
@@ -380,13 +466,20 @@ def kappa_figure(ts: pd.DataFrame, method: str = "comet", title: str | None = No
 
 # %% ../nbs/36_results.ipynb #fc84952e
 def _level(r: pd.DataFrame) -> dict:
-    "Image AUROC of some runs as `_interval` gives it: each category's seed spread, and its Hanley–McNeil variance as shared by all seeds."
+    """Image AUROC of some runs as `_interval` gives it: each category's seed
+    spread, and its Hanley–McNeil variance as shared by all seeds."""
     v = r.i_auroc_se ** 2
     return _interval(r.assign(diff=r.i_auroc, var_test=v, cov_shared=v.groupby(r.category).transform("mean")))
 
 # %% ../nbs/36_results.ipynb #f6fe71c6
-ROWS = {"baseline": "baseline", "no-scl": "w/o SCL", "no-meta": "w/o meta-learning", "no-scl-data": "w/o SCL on data",
-        "comet": "CoMet (full)", "comet-pooled": "CoMet, pooled unit-free Σ (not the paper's)"}
+ROWS = {
+    "baseline": "baseline",
+    "no-scl": "w/o SCL",
+    "no-meta": "w/o meta-learning",
+    "no-scl-data": "w/o SCL on data",
+    "comet": "CoMet (full)",
+    "comet-pooled": "CoMet, pooled unit-free Σ (not the paper's)",
+}
 
 # %% ../nbs/36_results.ipynb #59ea7ee8
 def table5(runs: pd.DataFrame, pairs: pd.DataFrame, at: float = AT) -> pd.DataFrame:
@@ -397,7 +490,12 @@ def table5(runs: pd.DataFrame, pairs: pd.DataFrame, at: float = AT) -> pd.DataFr
             r = runs[(runs.model == model) & (runs.method == method) & (runs.noise == at)]
             if r.empty: continue
             lv = _level(r)
-            row = {"model": MODELS[model], "row": name, "runs": len(r), "image AUROC (%)": f"{100 * lv['diff']:.1f} ± {100 * lv['se']:.1f}"}
+            row = {
+                "model": MODELS[model],
+                "row": name,
+                "runs": len(r),
+                "image AUROC (%)": f"{100 * lv['diff']:.1f} ± {100 * lv['se']:.1f}",
+            }
             for col, (a, b) in {"− baseline": ("baseline", method), "full − row": (method, "comet")}.items():
                 c = compare(pairs[pairs.model == model], _tag(a, at), _tag(b, at))
                 row[f"{col} (points)"] = _pp(c.iloc[0]) if len(c) else "—"
@@ -415,36 +513,63 @@ def _one_word(words: dict) -> str:
 def claim_harm(pairs, at=AT, delta=DELTA) -> tuple:
     "(1) Contamination lowers a plain detector's image AUROC."
     c = compare(pairs, "baseline@0", _tag("baseline", at), delta=delta)
-    w = {r.model: "holds" if r.verdict.startswith("lower") else "cannot tell" if r.verdict.startswith("cannot") else "does not hold"
-         for r in c.itertuples()}
-    lines = [f"{MODELS[r.model]}: the baseline's image AUROC changes by {_pp(r._asdict())} points from a clean to a "
-             f"{100 * at:g} % contaminated training set — {w[r.model]}." for r in c.itertuples()]
+    w = {
+        r.model: "holds"
+        if r.verdict.startswith("lower")
+        else "cannot tell"
+        if r.verdict.startswith("cannot")
+        else "does not hold"
+        for r in c.itertuples()
+    }
+    lines = [
+        f"{MODELS[r.model]}: the baseline's image AUROC changes by {_pp(r._asdict())} points from a clean "
+        "to a "
+        f"{100 * at:g} % contaminated training set — {w[r.model]}."
+        for r in c.itertuples()
+    ]
     return "(1) Contamination hurts a plain detector", _one_word(dict(w)), lines
 
 # %% ../nbs/36_results.ipynb #687f005d
 def claim_curation(runs, ts, at=AT, gap: float = 0.05) -> tuple:
-    "(2) CoMet's mean weight of contaminants is below nominal images' by more than `gap`; how many cross t, how scores rank them."
+    """(2) CoMet's mean weight of contaminants is below nominal images'
+    by more than `gap`; how many cross t, how scores rank them."""
     cur = curation_table(runs, ts, at)
     w, lines = {}, []
     for r in cur[cur.method == "comet"].itertuples():
-        g, se = r.weight_gap                                 # mean weight of nominal images − of contaminants, per run
+        g, se = r.weight_gap  # mean weight of nominal images − of contaminants, per run
         half = student.ppf(0.975, r.runs - 1) * se if r.runs > 1 else float("nan")
         w[r.model] = "holds" if g - half > gap else "does not hold" if g + half < gap else "cannot tell"
         iv = f"[{g - half:.2f}, {g + half:.2f}]" if half == half else "(one run: no interval)"
-        lines.append(f"{MODELS[r.model]}: mean weight {r.weight_contaminants[0]:.2f} for contaminants against "
-                     f"{r.weight_nominal[0]:.2f} for nominal images, a gap of {g:.2f} {iv}; {r.contaminants_cross[0]:.1f} of "
-                     f"{r.contaminants[0]:.0f} contaminants and {r.nominal_cross[0]:.1f} of {r.nominal[0]:.0f} nominal images "
-                     f"cross t at κ = 1.5; the training scores rank the contaminants with AUROC {_ms(r.curation_auroc)} "
-                     f"(0.5 is chance) — {w[r.model]}.")
+        lines.append(
+            f"{MODELS[r.model]}: mean weight {r.weight_contaminants[0]:.2f} for contaminants against "
+            f"{r.weight_nominal[0]:.2f} for nominal images, a gap of {g:.2f} {iv}; "
+            f"{r.contaminants_cross[0]:.1f} of "
+            f"{r.contaminants[0]:.0f} contaminants and {r.nominal_cross[0]:.1f} of {r.nominal[0]:.0f} "
+            "nominal images "
+            "cross t at κ = 1.5; the training scores rank the contaminants with AUROC "
+            f"{_ms(r.curation_auroc)} "
+            f"(0.5 is chance) — {w[r.model]}."
+        )
     return "(2) CoMet's data weights find the contaminants", _one_word(dict(w)), lines
 
 # %% ../nbs/36_results.ipynb #3d233a69
 def claim_flat(pairs, at=AT, delta=DELTA) -> tuple:
     "(3) CoMet's image AUROC drops by less than delta from 0 to `at`."
     c = compare(pairs, "comet@0", _tag("comet", at), delta=delta)
-    w = {r.model: "holds" if r.lo > -delta else "does not hold" if r.hi < -delta else "cannot tell" for r in c.itertuples()}
-    lines = [f"{MODELS[r.model]}: CoMet's image AUROC changes by {_pp(r._asdict())} points — {w[r.model]}." for r in c.itertuples()]
-    return f"(3) CoMet loses less than {100 * delta:g} points from 0 to {100 * at:g} %", _one_word(dict(w)), lines
+    w = {
+        r.model: "holds" if r.lo > -delta else "does not hold" if r.hi < -delta else "cannot tell"
+        for r in c.itertuples()
+    }
+    lines = [
+        f"{MODELS[r.model]}: CoMet's image AUROC changes by {_pp(r._asdict())} points — {w[r.model]}."
+        for r in c.itertuples()
+    ]
+    return (
+        f"(3) CoMet loses less than {100 * delta:g} points from 0 to {100 * at:g} %",
+        _one_word(dict(w)),
+        lines,
+    )
+
 
 # %% ../nbs/36_results.ipynb #68f444ed
 def claim_parts(pairs, at=AT, delta=DELTA) -> tuple:
@@ -453,8 +578,15 @@ def claim_parts(pairs, at=AT, delta=DELTA) -> tuple:
     for x in ("no-meta", "no-scl-data", "no-scl"):
         for r in compare(pairs, _tag(x, at), _tag("comet", at), delta=delta).itertuples():
             v = r.verdict
-            w = ("contributes" + v[len("higher"):] if v.startswith("higher") else "the model is better without it" if v.startswith("lower")
-                 else "cannot tell" if v.startswith("cannot") else f"no contribution of {100 * delta:g} points or more")
+            w = (
+                "contributes" + v[len("higher") :]
+                if v.startswith("higher")
+                else "the model is better without it"
+                if v.startswith("lower")
+                else "cannot tell"
+                if v.startswith("cannot")
+                else f"no contribution of {100 * delta:g} points or more"
+            )
             seen.add(w.split(",")[0] if w.startswith("contributes") else w)
             lines.append(f"{MODELS[r.model]}, full − {ROWS[x]}: {_pp(r._asdict())} points — {w}.")
     word = ("no data" if not seen else "holds" if seen == {"contributes"}
@@ -464,7 +596,12 @@ def claim_parts(pairs, at=AT, delta=DELTA) -> tuple:
 # %% ../nbs/36_results.ipynb #bf528656
 def claims(runs, pairs, ts, at=AT, delta=DELTA) -> str:
     "The four claims as markdown: a word each, then the numbers it follows from."
-    cl = [claim_harm(pairs, at, delta), claim_curation(runs, ts, at), claim_flat(pairs, at, delta), claim_parts(pairs, at, delta)]
+    cl = [
+        claim_harm(pairs, at, delta),
+        claim_curation(runs, ts, at),
+        claim_flat(pairs, at, delta),
+        claim_parts(pairs, at, delta),
+    ]
     return "\n".join(f"- **{title}: {word}.** " + " ".join(lines) for title, word, lines in cl)
 
 # %% ../nbs/36_results.ipynb #e8f6111f
@@ -490,45 +627,91 @@ def evidence_report(folder) -> str:
     "report.md and the figures of an evidence folder (written there); returns the report."
     folder = Path(folder)
     runs, pairs, ts = load_evidence(folder)
-    figs = [fig5_figure(runs, title=CAPTIONS["fig5.png"]), fig5_figure(runs, "p_auroc", ("simplenet",), CAPTIONS["pixel.png"]),
-            scores_figure(ts, title=CAPTIONS["scores.png"]), kappa_figure(ts, title=CAPTIONS["kappa.png"])]
+    figs = [
+        fig5_figure(runs, title=CAPTIONS["fig5.png"]),
+        fig5_figure(runs, "p_auroc", ("simplenet",), CAPTIONS["pixel.png"]),
+        scores_figure(ts, title=CAPTIONS["scores.png"]),
+        kappa_figure(ts, title=CAPTIONS["kappa.png"]),
+    ]
     for name, fig in zip(CAPTIONS, figs): save_png(fig, folder / name)
-    parts = ["# Does CoMet work?", "", claims(runs, pairs, ts), "",
-             "## CoMet − baseline", "", _markdown(headline(pairs)), "",
-             f"## The harm: baseline at {100 * AT:g} % − clean", "", _markdown(comparison_table(pairs, "baseline@0", _tag("baseline", AT))), "",
-             f"## Curation at {100 * AT:g} %", "", _markdown(curation_view(curation_table(runs, ts))), "",
-             f"## Table 5 at {100 * AT:g} %", "", _markdown(table5(runs, pairs)), "",
-             "Figures: " + "; ".join(f"{k} ({v})" for k, v in CAPTIONS.items()) + ".",
-             f"{len(runs)} runs; differences in AUROC points, ± SE [95 % interval]; SE from each category's seed spread and "
-             "the test-set covariance its seeds share (DeLong), Welch–Satterthwaite df; the last epoch, thresholds from training scores."]
+    parts = [
+        "# Does CoMet work?",
+        "",
+        claims(runs, pairs, ts),
+        "",
+        "## CoMet − baseline",
+        "",
+        _markdown(headline(pairs)),
+        "",
+        f"## The harm: baseline at {100 * AT:g} % − clean",
+        "",
+        _markdown(comparison_table(pairs, "baseline@0", _tag("baseline", AT))),
+        "",
+        f"## Curation at {100 * AT:g} %",
+        "",
+        _markdown(curation_view(curation_table(runs, ts))),
+        "",
+        f"## Table 5 at {100 * AT:g} %",
+        "",
+        _markdown(table5(runs, pairs)),
+        "",
+        "Figures: " + "; ".join(f"{k} ({v})" for k, v in CAPTIONS.items()) + ".",
+        f"{len(runs)} runs; differences in AUROC points, ± SE [95 % interval]; SE from each category's seed "
+        "spread and "
+        "the test-set covariance its seeds share (DeLong), Welch–Satterthwaite df; the last epoch, "
+        "thresholds from training scores.",
+    ]
     report = "\n".join(parts) + "\n"
     atomic_write(folder / "report.md", report)
     return report
 
 # %% ../nbs/36_results.ipynb #9ecfb863
 def levels_table(runs: pd.DataFrame) -> pd.DataFrame:
-    "Image AUROC (%) per model, method and noise: mean over categories ± SE, with pixel AUROC and the NN reference."
+    """Image AUROC (%) per model, method and noise: mean over
+    categories ± SE, with pixel AUROC and the NN reference."""
     rows = []
     for (model, method, x), r in runs.groupby(["model", "method", "noise"]):
         lv = _level(r)
         se = f" ± {100 * lv['se']:.1f}" if lv["se"] == lv["se"] else ""
-        rows.append({"model": MODELS[model], "method": ROWS.get(method, method), "defective training images": f"{100 * x:g} %",
-                     "runs": len(r), "image AUROC (%)": f"{100 * lv['diff']:.1f}{se}",
-                     "pixel AUROC (%)": _ms(tuple(100 * v for v in _mean_se(r.p_auroc)), ".1f"),
-                     "NN reference (%)": _ms(tuple(100 * v for v in _mean_se(r.nn_reference_i_auroc)), ".1f")})
+        rows.append(
+            {
+                "model": MODELS[model],
+                "method": ROWS.get(method, method),
+                "defective training images": f"{100 * x:g} %",
+                "runs": len(r),
+                "image AUROC (%)": f"{100 * lv['diff']:.1f}{se}",
+                "pixel AUROC (%)": _ms(tuple(100 * v for v in _mean_se(r.p_auroc)), ".1f"),
+                "NN reference (%)": _ms(tuple(100 * v for v in _mean_se(r.nn_reference_i_auroc)), ".1f"),
+            }
+        )
     return pd.DataFrame(rows)
 
 # %% ../nbs/36_results.ipynb #aadbe087
 def short_report(runs: pd.DataFrame, pairs: pd.DataFrame, ts: pd.DataFrame, at: float = AT) -> str:
     "The demo's evidence: levels, the harm, CoMet − baseline, the curation lines."
     harm = comparison_table(pairs, "baseline@0", _tag("baseline", at))
-    return "\n".join([
-        "Image AUROC per model, method and training set (mean ± SE; SE from the seeds' spread and each run's Hanley–McNeil variance):", "",
-        _markdown(levels_table(runs)), "",
-        "What contamination does to the plain detector (contaminated − clean, on the test images both saw):", "",
-        _markdown(harm) if len(harm) else "(no clean baseline to compare with)", "",
-        "Does CoMet help? CoMet − baseline, paired by seed:", "", _markdown(headline(pairs)), "",
-        "What CoMet's weights found in its own training set:", *(f"  {l}" for l in claim_curation(runs, ts, at)[2]), "",
-        "Differences in AUROC points: mean ± SE [95 % interval]; SE² = the seeds' spread²/seeds + the test-set covariance the seeds "
-        "share (DeLong). Verdict: higher or lower when the interval excludes 0, 'no difference of "
-        f"{100 * DELTA:g} points or more' when it lies within ±{100 * DELTA:g}, else 'cannot tell'."])
+    return "\n".join(
+        [
+            "Image AUROC per model, method and training set (mean ± SE; SE from the seeds' spread and each "
+            "run's Hanley–McNeil variance):",
+            "",
+            _markdown(levels_table(runs)),
+            "",
+            "What contamination does to the plain detector (contaminated − clean, on the test images both "
+            "saw):",
+            "",
+            _markdown(harm) if len(harm) else "(no clean baseline to compare with)",
+            "",
+            "Does CoMet help? CoMet − baseline, paired by seed:",
+            "",
+            _markdown(headline(pairs)),
+            "",
+            "What CoMet's weights found in its own training set:",
+            *(f"  {l}" for l in claim_curation(runs, ts, at)[2]),
+            "",
+            "Differences in AUROC points: mean ± SE [95 % interval]; SE² = the seeds' spread²/seeds + the "
+            "test-set covariance the seeds "
+            "share (DeLong). Verdict: higher or lower when the interval excludes 0, 'no difference of "
+            f"{100 * DELTA:g} points or more' when it lies within ±{100 * DELTA:g}, else 'cannot tell'.",
+        ]
+    )

@@ -18,8 +18,10 @@ def demo_scores(n: int = 200,           # training samples in all
                 dim: int = 8,           # latent dimension d
                 shift: float = 6.0,     # distance of the anomalies' latent mean from 0
                 seed: int = 0):
-    "Flow-like anomaly scores ½‖z‖² of a contaminated training set: returns `(scores (n,), is_anomalous (n,) bool)`."
-    if not 0 <= contamination < 1: raise ValueError(f"contamination must be in [0, 1); got {contamination!r}.")
+    """Flow-like anomaly scores ½‖z‖² of a contaminated training
+    set: returns `(scores (n,), is_anomalous (n,) bool)`."""
+    if not 0 <= contamination < 1:
+        raise ValueError(f"contamination must be in [0, 1); got {contamination!r}.")
     g = torch.Generator().manual_seed(seed)
     n_bad = int(round(contamination * n))
     z = torch.randn(n, dim, generator=g, dtype=torch.float64)
@@ -31,7 +33,8 @@ def demo_scores(n: int = 200,           # training samples in all
 
 # %% ../nbs/00_scl.ipynb #ee6f2972
 def _as_scores(scores, name: str = "scores") -> torch.Tensor:
-    "`scores` as a detached, finite, 1-D floating tensor on its own device, or a ValueError that says why not."
+    """`scores` as a detached, finite, 1-D floating tensor on
+    its own device, or a ValueError that says why not."""
     if isinstance(scores, torch.Tensor): s = scores.detach()
     else:
         try: s = torch.as_tensor(np.asarray(scores))
@@ -44,14 +47,17 @@ def _as_scores(scores, name: str = "scores") -> torch.Tensor:
     if s.numel() == 0: raise ValueError(f"`{name}` is empty: the IQR rule needs at least one score.")
     if s.dtype == torch.bool or s.is_complex():
         raise ValueError(f"`{name}` must hold real numbers; got dtype {s.dtype}.")
-    if not s.is_floating_point(): s = s.to(torch.float64 if s.element_size() > 2 else torch.get_default_dtype())
+    if not s.is_floating_point():
+        s = s.to(torch.float64 if s.element_size() > 2 else torch.get_default_dtype())
     if s.dtype in (torch.float16, torch.bfloat16): s = s.float()  # quantiles need float32 or float64
     finite = torch.isfinite(s)
     if not bool(finite.all()):
         bad = (~finite).nonzero().flatten()
-        raise ValueError(f"`{name}` holds {int(torch.isnan(s).sum())} NaN and {int(torch.isinf(s).sum())} inf values "
-                         f"(first at sample {bad[:5].tolist()}): the model has diverged or a sample is broken. "
-                         "Fix the scores before computing confidence weights.")
+        raise ValueError(
+            f"`{name}` holds {int(torch.isnan(s).sum())} NaN and {int(torch.isinf(s).sum())} inf values "
+            f"(first at sample {bad[:5].tolist()}): the model has diverged or a sample is broken. "
+            "Fix the scores before computing confidence weights."
+        )
     return s
 
 def _check_kappa(kappa) -> float:
@@ -59,7 +65,10 @@ def _check_kappa(kappa) -> float:
     try: k = float(kappa)
     except (TypeError, ValueError): raise ValueError(f"kappa must be a number >= 0; got {kappa!r}.") from None
     if not math.isfinite(k) or k < 0:
-        raise ValueError(f"kappa must be a finite number >= 0 (the IQR multiplier of Eq. 2; 1.5 is Tukey's rule); got {kappa!r}.")
+        raise ValueError(
+            "kappa must be a finite number >= 0 (the IQR multiplier of Eq. 2; 1.5 is Tukey's rule); got "
+            f"{kappa!r}."
+        )
     return k
 
 # %% ../nbs/00_scl.ipynb #5b85256e
@@ -67,44 +76,57 @@ def iqr_threshold(scores,             # (N,) anomaly scores a_θ(x_i) of the who
                   kappa: float = 1.5  # κ: how many IQRs above Q3 a score may go before it is down-weighted
                  ) -> torch.Tensor:   # 0-d tensor t, on the scores' device
     "Eq. 2: the IQR outlier threshold t = Q3 + κ(Q3 − Q1) of the training scores."
-    a = _as_scores(scores); kappa = _check_kappa(kappa)
+    a = _as_scores(scores)
+    kappa = _check_kappa(kappa)
     q1, q3 = _quantiles(a, (0.25, 0.75))
     t = q3 + kappa * (q3 - q1)
     if not bool(torch.isfinite(t)):
-        raise ValueError(f"the IQR threshold overflows {a.dtype} (Q1 = {q1.item():.3g}, Q3 = {q3.item():.3g}, κ = {kappa}): "
-                         "rescale the scores, or pass them as float64.")
+        raise ValueError(
+            f"the IQR threshold overflows {a.dtype} (Q1 = {q1.item():.3g}, Q3 = {q3.item():.3g}, κ = "
+            f"{kappa}): "
+            "rescale the scores, or pass them as float64."
+        )
     return t
 
 def _quantiles(a: torch.Tensor, qs) -> torch.Tensor:
-    "Linear-interpolation quantiles (torch.quantile's default), on the host past torch.quantile's 2**24-element limit."
+    """Linear-interpolation quantiles (torch.quantile's default), on
+    the host past torch.quantile's 2**24-element limit."""
     if a.numel() <= 2**24: return torch.quantile(a, torch.tensor(qs, dtype=a.dtype, device=a.device))
-    return torch.as_tensor(np.percentile(a.cpu().numpy(), [100 * q for q in qs]), dtype=a.dtype, device=a.device)
+    return torch.as_tensor(
+        np.percentile(a.cpu().numpy(), [100 * q for q in qs]), dtype=a.dtype, device=a.device
+    )
+
 
 # %% ../nbs/00_scl.ipynb #a7a77a9f
 def confidence_weights(scores,             # (N,) anomaly scores a_θ(x_i) of the whole training set
                        kappa: float = 1.5  # κ of Eq. 2
                       ) -> torch.Tensor:   # (N,) weights w_i in (0, 1], on the scores' device
-    "Eq. 1 with the IQR threshold of Eq. 2: w_i = min(1, (t − o)/(a_i − o)), o = min(0, Q1) (o = 0, i.e. Eq. 1 exactly, for positive scores)."
+    """Eq. 1 with the IQR threshold of Eq. 2: w_i = min(1, (t − o)/(a_i − o)),
+    o = min(0, Q1) (o = 0, i.e. Eq. 1 exactly, for positive scores)."""
     a = _as_scores(scores)
     t = iqr_threshold(a, kappa)                             # Eq. 2, over the whole set
     return weights_at(a, t, score_origin(a))
 
 def score_origin(scores) -> torch.Tensor:
-    "The origin o from which Eq. 1 measures scores: min(0, Q1); where half the scores tie at Q1 = Q3 ≤ 0 (IQR 0), Q1 minus their mean absolute deviation."
+    """The origin o from which Eq. 1 measures scores: min(0, Q1); where half the
+    scores tie at Q1 = Q3 ≤ 0 (IQR 0), Q1 minus their mean absolute deviation."""
     a = _as_scores(scores)
     q1, q3 = _quantiles(a, (0.25, 0.75))
     o = q1.clamp(max=0)                                     # 0 unless the lower quartile is negative
-    if bool(q3 == q1) and bool(q1 <= 0):                    # t = o: Eq. 1's ratio would have no unit
-        o = q1 - (a - q1).abs().sort().values.mean()        # one mean absolute deviation below the tie (sorted: any order, same sum)
+    if bool(q3 == q1) and bool(q1 <= 0):  # t = o: Eq. 1's ratio would have no unit
+        o = (
+            q1 - (a - q1).abs().sort().values.mean()
+        )  # one mean absolute deviation below the tie (sorted: any order, same sum)
     return o
 
 def weights_at(scores: torch.Tensor,  # (B,) scores of any samples (the trainer: the whole training set)
                t,                     # threshold t of Eq. 2, computed on the whole training set
                origin=0.0             # o of the whole set (`score_origin`)
               ) -> torch.Tensor:      # (B,) weights in (0, 1], detached
-    "Eq. 1 against a threshold and origin fixed elsewhere: w = min(1, (t − o)/(a − o)), kept above 0. No input checks: meant for the training loop."
+    """Eq. 1 against a threshold and origin fixed elsewhere: w = min(1, (t − o)/(a
+    − o)), kept above 0. No input checks: meant for the training loop."""
     a, o = scores.detach(), origin
-    above = a > t                                           # only these are down-weighted; for them a > t >= o, so a - o > 0
+    above = a > t  # only these are down-weighted; for them a > t >= o, so a - o > 0
     w = torch.where(above, (t - o) / (a - o), torch.ones_like(a))
     return w.clamp(min=torch.finfo(a.dtype).tiny, max=1.0)   # positive even where the ratio underflows
 
@@ -114,14 +136,23 @@ def weighted_data_loss(losses: torch.Tensor,  # (B,) differentiable per-sample l
                       ) -> torch.Tensor:      # 0-d: (1/B) Σ_i w_i L_AD(x_i|θ)
     "Eq. 3 as a weighted mean over the batch; the weights enter as detached coefficients."
     if not isinstance(losses, torch.Tensor) or losses.ndim != 1:
-        raise ValueError(f"`losses` must be a 1-D tensor of per-sample losses, shape (B,); got "
-                         f"{tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__}. "
-                         "A model must return one loss per sample, not a reduced scalar.")
-    if not losses.is_floating_point(): raise ValueError(f"`losses` must be floating point (differentiable); got dtype {losses.dtype}.")
+        raise ValueError(
+            f"`losses` must be a 1-D tensor of per-sample losses, shape (B,); got "
+            f"{tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__}. "
+            "A model must return one loss per sample, not a reduced scalar."
+        )
+    if not losses.is_floating_point():
+        raise ValueError(f"`losses` must be floating point (differentiable); got dtype {losses.dtype}.")
     if losses.numel() == 0: raise ValueError("`losses` is empty: a batch needs at least one sample.")
-    try: w = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device).detach()
+    try:
+        w = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device).detach()
     except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"`weights` must be a 1-D tensor of numbers, one per sample; got {type(weights).__name__}.") from None
+        raise ValueError(
+            f"`weights` must be a 1-D tensor of numbers, one per sample; got {type(weights).__name__}."
+        ) from None
     if w.shape != losses.shape:
-        raise ValueError(f"`weights` has shape {tuple(w.shape)} but `losses` has {tuple(losses.shape)}: one weight per sample, in the same order.")
+        raise ValueError(
+            f"`weights` has shape {tuple(w.shape)} but `losses` has {tuple(losses.shape)}: one weight per "
+            "sample, in the same order."
+        )
     return (w * losses).mean()

@@ -43,10 +43,11 @@ class GaussianModel(ADModel):
 
     def covariance(self) -> torch.Tensor:
         "The fitted covariance L Lᵀ."
-        L = self.chol().detach(); return L @ L.T
+        L = self.chol().detach()
+        return L @ L.T
 
-    def forward(self, x):                                                # x: (B, dim)
-        u = torch.linalg.solve_triangular(self.chol(), (x - self.mu).T, upper=False).T   # L⁻¹(x − μ), (B, dim)
+    def forward(self, x):  # x: (B, dim)
+        u = torch.linalg.solve_triangular(self.chol(), (x - self.mu).T, upper=False).T  # L⁻¹(x − μ), (B, dim)
         m = 0.5 * u.pow(2).sum(1)                                        # ½ Mahalanobis², (B,)
         return m + self.log_diag.sum(), m.detach()                       # (NLL, score)
 
@@ -61,26 +62,51 @@ def toy_run(config: CoMetConfig, seed: int = 0, n_nominal: int = 200, n_anomalou
     model = GaussianModel()
     trainer = CoMet(model, config).fit(x)
     true_cov = TOY_A @ TOY_A.T
-    return dict(seed=seed, trainer=trainer, model=model,
-                auroc=roc_auc_score(y_test.numpy(), trainer.scores(x_test).numpy()),
-                logdet_excess=(torch.logdet(model.covariance()) - torch.logdet(true_cov)).item(),   # > 0: overestimated
-                mean_error=model.mu.detach().norm().item(),
-                w_anomalous=trainer.weights[y].mean().item(), w_nominal=trainer.weights[~y].mean().item())
+    return dict(
+        seed=seed,
+        trainer=trainer,
+        model=model,
+        auroc=roc_auc_score(y_test.numpy(), trainer.scores(x_test).numpy()),
+        logdet_excess=(
+            torch.logdet(model.covariance()) - torch.logdet(true_cov)
+        ).item(),  # > 0: overestimated
+        mean_error=model.mu.detach().norm().item(),
+        w_anomalous=trainer.weights[y].mean().item(),
+        w_nominal=trainer.weights[~y].mean().item(),
+    )
 
 def toy_compare(names=("baseline", "full"), seeds=(0, 1, 2), **overrides) -> dict:
     "`toy_run` for each Table 5 configuration and seed: {name: [run, ...]}."
-    return {n: [toy_run(CoMetConfig.ablation(n, **{**TOY_CONFIG, **overrides, "seed": s}), s) for s in seeds] for n in names}
+    return {
+        n: [toy_run(CoMetConfig.ablation(n, **{**TOY_CONFIG, **overrides, "seed": s}), s) for s in seeds]
+        for n in names
+    }
+
 
 def toy_table(results: dict) -> str:
     "Mean ± standard deviation over seeds, one row per configuration."
-    def ms(rs, k): v = np.array([r[k] for r in rs]); return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
+
+    def ms(rs, k):
+        v = np.array([r[k] for r in rs])
+        return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
+
     head = f"{'configuration':<14} {'test AUROC':>15} {'log det excess':>16} {'|μ| error':>15} {'w anomalous':>15} {'w nominal':>15}"
-    return "\n".join([head] + [f"{n:<14} {ms(rs, 'auroc'):>15} {ms(rs, 'logdet_excess'):>16} {ms(rs, 'mean_error'):>15} "
-                               f"{ms(rs, 'w_anomalous'):>15} {ms(rs, 'w_nominal'):>15}" for n, rs in results.items()])
+    return "\n".join(
+        [head]
+        + [
+            f"{n:<14} {ms(rs, 'auroc'):>15} {ms(rs, 'logdet_excess'):>16} {ms(rs, 'mean_error'):>15} "
+            f"{ms(rs, 'w_anomalous'):>15} {ms(rs, 'w_nominal'):>15}"
+            for n, rs in results.items()
+        ]
+    )
 
 # %% ../nbs/03_toy.ipynb #a4be9ed6
 def cov_ellipse(ax, mean, cov, n_std: float = 2.0, **kw):
     "Draw the n_std-σ ellipse of a 2-D Gaussian."
     vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=float))
     angle = math.degrees(math.atan2(vecs[1, -1], vecs[0, -1]))
-    ax.add_patch(Ellipse(np.asarray(mean, dtype=float), *(2 * n_std * np.sqrt(vals[::-1])), angle=angle, fill=False, **kw))
+    ax.add_patch(
+        Ellipse(
+            np.asarray(mean, dtype=float), *(2 * n_std * np.sqrt(vals[::-1])), angle=angle, fill=False, **kw
+        )
+    )

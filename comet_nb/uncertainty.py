@@ -19,27 +19,36 @@ def _as_losses(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
     "`x` as a finite 1-D floating tensor (on `like`'s device if given), or a ValueError that says why not."
     if isinstance(x, torch.Tensor): v = x
     else:
-        try: v = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        try:
+            v = torch.as_tensor(np.asarray(x, dtype=np.float64))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"`{name}` must be a 1-D sequence of loss values; could not convert {type(x).__name__}: {e}") from None
-    if v.dtype == torch.bool or v.is_complex(): raise ValueError(f"`{name}` must hold real loss values; got dtype {v.dtype}.")
+            raise ValueError(
+                f"`{name}` must be a 1-D sequence of loss values; could not convert {type(x).__name__}: {e}"
+            ) from None
+    if v.dtype == torch.bool or v.is_complex():
+        raise ValueError(f"`{name}` must hold real loss values; got dtype {v.dtype}.")
     if like is not None: v = v.to(device=like.device, dtype=like.dtype)
     if v.ndim != 1: raise ValueError(f"`{name}` must be 1-D, one loss per task; got shape {tuple(v.shape)}.")
     if not v.is_floating_point(): v = v.to(torch.get_default_dtype())
     if not bool(torch.isfinite(v).all()):
-        raise ValueError(f"`{name}` holds NaN or inf values ({v.detach().cpu().tolist()[:8]}): training has diverged; "
-                         "lower the learning rate or check the model's losses.")
+        raise ValueError(
+            f"`{name}` holds NaN or inf values ({v.detach().cpu().tolist()[:8]}): training has diverged; "
+            "lower the learning rate or check the model's losses."
+        )
     return v
 
 def loss_covariance(train_losses,   # (n,) training losses, one per task of the round
                     val_losses      # (n,) validation losses paired with them
                    ) -> torch.Tensor:  # (2, 2) unbiased covariance Σ
-    "Eq. 4: the 2×2 unbiased covariance of paired (training, validation) losses, as `numpy.cov` on the stacked pair."
+    """Eq. 4: the 2×2 unbiased covariance of paired (training,
+    validation) losses, as `numpy.cov` on the stacked pair."""
     tr = _as_losses(train_losses, "train_losses")
     va = _as_losses(val_losses, "val_losses", like=tr)
     if tr.shape != va.shape:
-        raise ValueError(f"train_losses and val_losses must be paired: got {tr.numel()} and {va.numel()} values. "
-                         "Each (train, val) pair comes from one task of a round.")
+        raise ValueError(
+            f"train_losses and val_losses must be paired: got {tr.numel()} and {va.numel()} values. "
+            "Each (train, val) pair comes from one task of a round."
+        )
     if tr.numel() < 2:
         raise ValueError(f"the covariance of Eq. 4 needs at least 2 (train, val) pairs; got {tr.numel()}. "
                          "Use n_tasks >= 3 (with 2 pairs det Σ is always 0).")
@@ -47,21 +56,37 @@ def loss_covariance(train_losses,   # (n,) training losses, one per task of the 
 
 # %% ../nbs/01_uncertainty.ipynb #e302d567
 def _check_nonneg(x, name: str, what: str) -> float:
-    try: v = float(x)
-    except (TypeError, ValueError): raise ValueError(f"{name} must be a number >= 0 ({what}); got {x!r}.") from None
-    if not math.isfinite(v) or v < 0: raise ValueError(f"{name} must be a finite number >= 0 ({what}); got {x!r}.")
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0 ({what}); got {x!r}.") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 ({what}); got {x!r}.")
     return v
 
 def det_sigma(sigma) -> torch.Tensor:
-    "det Σ of a 2×2 covariance, Σ11·Σ22 − Σ12·Σ21 in float64, clamped at 0 against round-off (0-d float64 tensor)."
-    try: S = torch.as_tensor(sigma).detach()
-    except (TypeError, ValueError, RuntimeError): raise ValueError(f"Σ must be a 2×2 matrix of numbers (the output of `loss_covariance`); got {type(sigma).__name__}.") from None
+    """det Σ of a 2×2 covariance, Σ11·Σ22 − Σ12·Σ21 in float64,
+    clamped at 0 against round-off (0-d float64 tensor)."""
+    try:
+        S = torch.as_tensor(sigma).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            "Σ must be a 2×2 matrix of numbers (the output of `loss_covariance`); got "
+            f"{type(sigma).__name__}."
+        ) from None
     if S.shape != (2, 2) or S.dtype == torch.bool or S.is_complex():
-        raise ValueError(f"Σ must be a real 2×2 matrix (the output of `loss_covariance`); got shape {tuple(S.shape)}, dtype {S.dtype}.")
-    if not bool(torch.isfinite(S).all()): raise ValueError(f"Σ holds NaN or inf: {S.tolist()}; the losses it came from diverged.")
+        raise ValueError(
+            f"Σ must be a real 2×2 matrix (the output of `loss_covariance`); got shape {tuple(S.shape)}, "
+            f"dtype {S.dtype}."
+        )
+    if not bool(torch.isfinite(S).all()):
+        raise ValueError(f"Σ holds NaN or inf: {S.tolist()}; the losses it came from diverged.")
     S = S.double()                                          # float32 products of large losses overflow
     d = S[0, 0] * S[1, 1] - S[0, 1] * S[1, 0]
-    if not bool(torch.isfinite(d)): raise ValueError(f"det Σ overflows float64 (Σ = {S.tolist()}): the losses are far too large; normalise them.")
+    if not bool(torch.isfinite(d)):
+        raise ValueError(
+            f"det Σ overflows float64 (Σ = {S.tolist()}): the losses are far too large; normalise them."
+        )
     return d.clamp(min=0)
 
 def adaptive_lambda(sigma,                # (2, 2) covariance Σ of Eq. 4
@@ -70,15 +95,22 @@ def adaptive_lambda(sigma,                # (2, 2) covariance Σ of Eq. 4
                    ) -> torch.Tensor:      # 0-d, detached
     "Eq. 5: λ(Σ) = λ0 (1 + γ det Σ), det Σ clamped at 0; a detached coefficient on Σ's device."
     lambda0 = _check_nonneg(lambda0, "lambda0", "the base regularisation strength λ0 of Eq. 5")
-    gamma = _check_nonneg(gamma, "gamma", "γ of Eq. 5; a negative γ would let uncertainty weaken the regulariser")
+    gamma = _check_nonneg(
+        gamma, "gamma", "γ of Eq. 5; a negative γ would let uncertainty weaken the regulariser"
+    )
     lam = lambda0 * (1 + gamma * det_sigma(sigma))
-    if not bool(torch.isfinite(lam)): raise ValueError(f"λ(Σ) overflows: γ·det Σ is too large (γ = {gamma}, det Σ = {det_sigma(sigma).item():.3g}); lower γ or normalise the losses.")
+    if not bool(torch.isfinite(lam)):
+        raise ValueError(
+            f"λ(Σ) overflows: γ·det Σ is too large (γ = {gamma}, det Σ = {det_sigma(sigma).item():.3g}); "
+            "lower γ or normalise the losses."
+        )
     return lam
 
 # %% ../nbs/01_uncertainty.ipynb #fccf7e94
 def pooled_covariance(rounds  # [(train losses (n_r,), val losses (n_r,))], one pair of vectors per round
                      ) -> torch.Tensor:  # (2, 2)
-    "Σ pooled over rounds: every round's pairs centred on its own means, Σ_r Σ_i d dᵀ / Σ_r (n_r − 1). One round: Eq. 4."
+    """Σ pooled over rounds: every round's pairs centred on its own
+    means, Σ_r Σ_i d dᵀ / Σ_r (n_r − 1). One round: Eq. 4."""
     devs, dof = [], 0
     for tr, va in rounds:
         S = loss_covariance(tr, va)                        # checks the round (paired, >= 2, finite)
@@ -90,7 +122,8 @@ def pooled_covariance(rounds  # [(train losses (n_r,), val losses (n_r,))], one 
     return D @ D.T / dof
 
 def unit_free(sigma) -> torch.Tensor:
-    "Σ's correlation matrix, det = 1 − ρ²: the same for losses in any units; all zeros (det 0) when a variance is 0."
+    """Σ's correlation matrix, det = 1 − ρ²: the same for losses in
+    any units; all zeros (det 0) when a variance is 0."""
     S = torch.as_tensor(sigma).double()
     sd = S.diagonal().clamp(min=0).sqrt()
     if bool((sd == 0).any()): return torch.zeros_like(S)   # no spread: nothing uncertain, det 0
@@ -98,7 +131,8 @@ def unit_free(sigma) -> torch.Tensor:
 
 # %% ../nbs/01_uncertainty.ipynb #237524dc
 def l2_penalty(params) -> torch.Tensor:
-    "‖θ‖²₂ of Eq. 6: the sum of squares of the given (trainable) parameters, a dict name → tensor or an iterable of tensors."
+    """‖θ‖²₂ of Eq. 6: the sum of squares of the given (trainable)
+    parameters, a dict name → tensor or an iterable of tensors."""
     ps = list(params.values()) if isinstance(params, Mapping) else list(params)
     if not ps: raise ValueError("no parameters given to l2_penalty: pass the model's trainable parameters.")
     return torch.stack([p.pow(2).sum() for p in ps]).sum()
@@ -110,7 +144,11 @@ def scl_loss(losses: torch.Tensor,  # (B,) per-sample losses L_AD(x_i|θ)
             ) -> torch.Tensor:      # 0-d
     "Eq. 6: the weighted mean data loss plus λ(Σ)·‖θ‖²₂, with w and λ as coefficients."
     if isinstance(lam, torch.Tensor):
-        if lam.numel() != 1: raise ValueError(f"`lam` must be a scalar λ(Σ); got a tensor of shape {tuple(lam.shape)} (pass adaptive_lambda(Σ), not Σ).")
+        if lam.numel() != 1:
+            raise ValueError(
+                f"`lam` must be a scalar λ(Σ); got a tensor of shape {tuple(lam.shape)} (pass "
+                "adaptive_lambda(Σ), not Σ)."
+            )
         lam = lam.detach().reshape(())
     else: lam = _check_nonneg(lam, "lam", "λ(Σ) of Eq. 6")
     return weighted_data_loss(losses, weights) + lam * l2_penalty(params)
