@@ -10,23 +10,22 @@ __all__ = ['DIFFERNET_REFERENCE', 'DIFFERNET_SMALL', 'soft_clamp', 'CouplingBloc
 
 # %% ../nbs/20_differnet.ipynb #ef4c79f3
 import math
-import warnings
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import nn
-from .meta import ADModel, CoMet, CoMetConfig
+from .meta import ADModel
 from .data import ADDataset, Split
 from .features import FeatureExtractor, backbone_class, extract_features
-from .metrics import hanley_mcneil_se
+from .utils import eval_mode
 
 # %% ../nbs/20_differnet.ipynb #6577e512
 def soft_clamp(s: torch.Tensor, clamp: float = 3.0) -> torch.Tensor:
-    "(2c/π)·atan(s/c): slope 2/π at 0, bounded by ±c (the reference's c·0.636·atan(s/c))."
-    return clamp * (2 / math.pi) * torch.atan(s / clamp)
+    "Log-scales bounded by ±clamp, slope 2/π at 0."
+    return clamp * (2 / math.pi) * torch.atan(s / clamp)          # $\frac{2c}{\pi}\arctan(s/c)$
 
+# %% ../nbs/20_differnet.ipynb #ec301df2
 class CouplingBlock(nn.Module):
-    "A fixed random permutation, then two affine half-couplings (GLOW style) with soft-clamped log-scales."
+    "A fixed random permutation, then two affine half-couplings (GLOW style)."
     def __init__(self, dim: int, hidden: int = 2048, clamp: float = 3.0, seed: int = 0):
         super().__init__()
         self.d1, self.clamp = dim // 2, clamp
@@ -34,12 +33,8 @@ class CouplingBlock(nn.Module):
         perm = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
         self.register_buffer("perm", perm)
         self.register_buffer("inv_perm", perm.argsort())
-        self.s1 = nn.Sequential(
-            nn.Linear(d1, hidden), nn.ReLU(), nn.Linear(hidden, 2 * d2)
-        )  # conditions on y1 → (s, t) for u2
-        self.s2 = nn.Sequential(
-            nn.Linear(d2, hidden), nn.ReLU(), nn.Linear(hidden, 2 * d1)
-        )  # conditions on u2 → (s, t) for u1
+        self.s1 = nn.Sequential(nn.Linear(d1, hidden), nn.ReLU(), nn.Linear(hidden, 2 * d2))  # y1 → s, t
+        self.s2 = nn.Sequential(nn.Linear(d2, hidden), nn.ReLU(), nn.Linear(hidden, 2 * d1))  # u2 → s, t
 
     def _st(self, net, x):
         s, t = net(x).chunk(2, dim=1)
@@ -49,21 +44,22 @@ class CouplingBlock(nn.Module):
         u = u[:, self.perm]
         u1, u2 = u[:, :self.d1], u[:, self.d1:]
         s, t = self._st(self.s2, u2)
-        y1 = u1 * s.exp() + t
-        logdet = s.sum(1)
+        y1 = u1 * s.exp() + t                                # $y_1 = u_1 \odot e^{s_2(u_2)} + t_2(u_2)$
+        logdet = s.sum(1)                                    # $\sum_j s_2(u_2)_j$
         s, t = self._st(self.s1, y1)
-        y2 = u2 * s.exp() + t
-        logdet = logdet + s.sum(1)
+        y2 = u2 * s.exp() + t                                # $y_2 = u_2 \odot e^{s_1(y_1)} + t_1(y_1)$
+        logdet = logdet + s.sum(1)                           # $+ \sum_j s_1(y_1)_j$
         return torch.cat([y1, y2], 1), logdet
 
     def inverse(self, y):
         y1, y2 = y[:, :self.d1], y[:, self.d1:]
         s, t = self._st(self.s1, y1)
-        u2 = (y2 - t) * (-s).exp()
+        u2 = (y2 - t) * (-s).exp()                           # $u_2 = (y_2 - t_1(y_1)) \odot e^{-s_1(y_1)}$
         s, t = self._st(self.s2, u2)
         u1 = (y1 - t) * (-s).exp()
         return torch.cat([u1, u2], 1)[:, self.inv_perm]
 
+# %% ../nbs/20_differnet.ipynb #fe48d715
 class Flow(nn.Module):
     "A stack of coupling blocks: u → (z, log|det ∂z/∂u|)."
     def __init__(self, dim: int, n_blocks: int = 8, hidden: int = 2048, clamp: float = 3.0, seed: int = 0):
@@ -73,41 +69,15 @@ class Flow(nn.Module):
         logdet = u.new_zeros(u.shape[0])  # shape[0], not len(): a batch size an exported graph keeps free
         for b in self.blocks:
             u, ld = b(u)
-            logdet = logdet + ld
+            logdet = logdet + ld                             # log-determinants add up along the stack
         return u, logdet
     def inverse(self, z):
         for b in reversed(self.blocks): z = b.inverse(z)
         return z
 
 # %% ../nbs/20_differnet.ipynb #14e7e6e5
-DIFFERNET_REFERENCE = dict(
-    image_size=448,
-    n_scales=3,
-    n_blocks=8,
-    hidden=2048,
-    clamp=3.0,
-    train_views=4,
-    test_views=64,
-    lr=2e-4,
-    epochs=180,
-    batch_size=192,
-)
-DIFFERNET_SMALL = dict(
-    image_size=128,
-    n_scales=3,
-    n_blocks=4,
-    hidden=256,
-    clamp=3.0,
-    train_views=4,
-    test_views=8,
-    lr=2e-4,
-    epochs=60,
-    batch_size=16,
-)   # the shipped backbone, on a CPU
-
 class DifferNet(ADModel):
-    """A normalizing flow on (B, V, D) multi-scale features: per-sample
-    loss (Eq. 11) and score (Eq. 12), averaged over views."""
+    "A normalizing flow on (B, V, D) features: per-sample loss (Eq. 11) and score (Eq. 12)."
 
     def __init__(
         self, dim: int = 768, n_blocks: int = 8, hidden: int = 2048, clamp: float = 3.0, seed: int = 0
@@ -117,25 +87,23 @@ class DifferNet(ADModel):
         self.register_buffer("input_scale", torch.tensor(1.0))
 
     def set_input_scale(self, train_features: torch.Tensor):
-        """Scale inputs by one fixed number, 1/std of the training features
-        (random-weight features are ~100× smaller than ImageNet ones)."""
+        "Scale inputs by one fixed number: 1/std of the training features."
         self.input_scale.fill_(1 / train_features.float().std().clamp(min=1e-12).item())
         return self
 
     def forward(self, u):  # u: (B, V, D) or (B, D) cached features (float16 is fine)
-        u = (
-            u.float() * self.input_scale
-        )  # a constant: shifts the NLL by a constant, ranks nothing differently
+        u = u.float() * self.input_scale            # a constant: shifts the NLL by a constant, no ranking
         if u.ndim == 2: u = u[:, None]
         B, V, D = u.shape
         if D != self.dim:
             raise ValueError(
                 f"DifferNet expects {self.dim}-d features, got {D} (features from another extractor?)."
             )
-        z, logdet = self.flow(u.reshape(B * V, D))
-        sq = 0.5 * z.pow(2).sum(1)                          # ½‖z‖², (B·V,)
-        loss = ((sq - logdet) / D).reshape(B, V).mean(1)     # Eq. 11, per dimension, mean over views
-        score = (sq / D).reshape(B, V).mean(1)               # Eq. 12, mean over views
+        z, logdet = self.flow(u.reshape(B * V, D))  # (B·V, D), (B·V,)
+        sq = 0.5 * z.pow(2).sum(1)                  # $\tfrac12\lVert z\rVert^2$, (B·V,)
+        nll = (sq - logdet) / D                     # $\frac1D(\tfrac12\lVert z\rVert^2 - \log|\det J|)$
+        loss = nll.reshape(B, V).mean(1)            # Eq. 11: the mean over views, (B,)
+        score = (sq / D).reshape(B, V).mean(1)      # Eq. 12: $\frac1V\sum_v \tfrac1{2D}\lVert z_v\rVert^2$
         return loss, score.detach()
 
     def make_optimizer(self, params, lr: float):
@@ -144,45 +112,52 @@ class DifferNet(ADModel):
 
     @classmethod
     def from_preset(cls, preset: dict, dim: int = 768, seed: int = 0):
+        "A flow with a preset's sizes."
         return cls(dim, preset["n_blocks"], preset["hidden"], preset["clamp"], seed)
 
+# %% ../nbs/20_differnet.ipynb #1ee79f02
+DIFFERNET_REFERENCE = dict(image_size=448, n_scales=3, n_blocks=8, hidden=2048, clamp=3.0,
+                           train_views=4, test_views=64, lr=2e-4, epochs=180, batch_size=192)
+DIFFERNET_SMALL = dict(image_size=128, n_scales=3, n_blocks=4, hidden=256, clamp=3.0,
+                       train_views=4, test_views=8, lr=2e-4, epochs=60, batch_size=16)   # Lite0, a CPU
+
 # %% ../nbs/20_differnet.ipynb #cea0b68b
-def lambda0_for(model: nn.Module, train_features: torch.Tensor, fraction: float = 0.01, n: int = 64) -> float:
-    """λ0 such that λ0·‖θ‖² is `fraction` of |data loss| at
-    initialisation, measured on (up to n) training samples."""
+def lambda0_for(model: nn.Module,
+                train_features: torch.Tensor,
+                fraction: float = 0.01,  # of the data loss that λ0·‖θ‖² starts at
+                n: int = 64,             # training samples to measure the data loss on
+               ) -> float:
+    "λ0 that makes the L2 term `fraction` of the data loss at initialisation."
     params = [p for p in model.parameters() if p.requires_grad]
     with torch.no_grad():
         data = model(train_features[:n])[0].mean().abs().item()
-        sq = sum(p.pow(2).sum().item() for p in params)
-    return fraction * max(data, 1e-3) / sq
+        sq = sum(p.pow(2).sum().item() for p in params)                  # $\lVert\theta\rVert^2$
+    return fraction * max(data, 1e-3) / sq            # $\lambda_0 = f\,|\mathcal L| / \lVert\theta\rVert^2$
 
 # %% ../nbs/20_differnet.ipynb #b76d58d7
+def _score_with_grad(model: DifferNet, u: torch.Tensor) -> torch.Tensor:
+    "Eq. 12 for one view, (N, D) → (N,), differentiable."
+    z, _ = model.flow(u.float() * model.input_scale)
+    return 0.5 * z.pow(2).sum(1) / model.dim                 # $\frac1D\,\tfrac12\lVert z\rVert^2$
+
+# %% ../nbs/20_differnet.ipynb #34b12295
 def gradient_maps(
     model: DifferNet, extractor: FeatureExtractor, images: torch.Tensor, sigma: float = 4.0, n_views: int = 1
 ) -> torch.Tensor:
-    """DifferNet's localisation: |∂score/∂pixel| (channel L2 norm), averaged over
-    `n_views` rotations, Gaussian-smoothed: (B, 3, H, W) → (B, H, W)."""
-    was = model.training
-    model.eval()
-    extractor.eval()
+    "DifferNet's localisation: |∂score/∂pixel|, Gaussian-smoothed: (B, 3, H, W) → (B, H, W)."
     dev = next(model.parameters()).device
     x = images.to(dev).clone().requires_grad_(True)
     maps = torch.zeros(x.shape[0], *x.shape[-2:], device=dev)
-    for v in range(n_views):
-        angle = 360.0 * v / n_views
-        xv = TF.rotate(x, angle, interpolation=TF.InterpolationMode.BILINEAR) if angle else x
-        score = _score_with_grad(model, extractor(xv))
-        g, = torch.autograd.grad(score.sum(), x)
-        maps += g.norm(dim=1)
-    model.train(was)
+    with eval_mode(model, extractor):
+        for v in range(n_views):
+            angle = 360.0 * v / n_views
+            xv = TF.rotate(x, angle, interpolation=TF.InterpolationMode.BILINEAR) if angle else x
+            score = _score_with_grad(model, extractor(xv))
+            g, = torch.autograd.grad(score.sum(), x) # (B, 3, H, W)
+            maps += g.norm(dim=1)                    # $\lVert \partial a / \partial x_{hw} \rVert_2$
     maps = maps / n_views
-    k = int(2 * round(3 * sigma) + 1)
+    k = int(2 * round(3 * sigma) + 1)                          # kernel size: ±3σ
     return TF.gaussian_blur(maps[:, None], [k, k], [sigma, sigma])[:, 0].detach()
-
-def _score_with_grad(model: DifferNet, u: torch.Tensor) -> torch.Tensor:
-    "Eq. 12 for one view, differentiable: the very score `forward` reports, input scale included."
-    z, _ = model.flow(u.float() * model.input_scale)
-    return 0.5 * z.pow(2).sum(1) / model.dim
 
 # %% ../nbs/20_differnet.ipynb #4addfc82
 def differnet_features(
@@ -194,8 +169,7 @@ def differnet_features(
     progress: bool = False,
     backbone: str = "efficientnet_lite0",
 ):
-    """Cached DifferNet features of a split: (train (N, V, D),
-    test (M, V_test, D), test labels (M,), the extractor)."""
+    "Cached features of a split: train (N, V, D), test (M, V_test, D), test labels (M,), extractor."
     ext = backbone_class("differnet", backbone)(
         preset["image_size"], pretrained=pretrained, n_scales=preset["n_scales"]
     )

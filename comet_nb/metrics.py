@@ -13,6 +13,7 @@ __all__ = ['hanley_mcneil_se', 'bootstrap_se', 'image_auroc', 'StreamingAUROC', 
 import math
 from pathlib import Path
 import numpy as np
+from fastcore.basics import patch
 from scipy import ndimage
 import torch
 from matplotlib.figure import Figure
@@ -22,20 +23,18 @@ from .data import load_image
 
 # %% ../nbs/30_metrics.ipynb #7f9ae512
 def _array(x, name: str) -> np.ndarray:
-    "Any tensor or array-like as a numpy array (half-precision tensors widened first), or a ValueError."
+    "`x` as a numpy array; half-precision tensors widened first."
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         return (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x).numpy()
-    try:
-        return np.asarray(x)
+    try: return np.asarray(x)
     except (TypeError, ValueError) as e:
-        raise ValueError(
-            f"`{name}` must be an array of numbers; could not convert {type(x).__name__}: {e}"
-        ) from None
+        msg = f"`{name}` must be an array of numbers; could not convert {type(x).__name__}: {e}"
+        raise ValueError(msg) from None
 
-
+# %% ../nbs/30_metrics.ipynb #8eae2b3f
 def _scores(x, name: str = "scores") -> np.ndarray:
-    "A 1-D float64 array of finite scores, or a ValueError."
+    "`x` as a 1-D float64 array of finite scores, or a ValueError."
     a = _array(x, name)
     if a.ndim != 1: raise ValueError(f"`{name}` must be 1-D, one value per image; got shape {a.shape}.")
     if a.dtype == bool or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
@@ -49,8 +48,9 @@ def _scores(x, name: str = "scores") -> np.ndarray:
         )
     return a
 
+# %% ../nbs/30_metrics.ipynb #0581162b
 def _labels(x, name: str = "labels") -> np.ndarray:
-    "A 1-D boolean array (True = defective) from bools or 0/1 numbers, or a ValueError."
+    "`x` (bools or 0/1) as a 1-D boolean array, True = defective."
     a = _array(x, name)
     if a.ndim != 1: raise ValueError(f"`{name}` must be 1-D, one label per image; got shape {a.shape}.")
     if a.dtype == bool: return a
@@ -61,8 +61,10 @@ def _labels(x, name: str = "labels") -> np.ndarray:
         raise ValueError(f"`{name}` must be 0 (nominal) or 1 (defective); found also {other[:5].tolist()}.")
     return a.astype(bool)
 
-def _labels_scores(labels, scores, both: bool = True):
-    "Checked (labels, scores) of equal length; with `both`, at least one image of each class."
+# %% ../nbs/30_metrics.ipynb #cf2a99ae
+def _labels_scores(labels, scores,
+                   both: bool = True):  # True: an image of each class; False: a defective one
+    "Checked labels and scores of equal length."
     y, s = _labels(labels), _scores(scores)
     if len(y) != len(s):
         raise ValueError(
@@ -72,10 +74,8 @@ def _labels_scores(labels, scores, both: bool = True):
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
     if n_pos == 0 or (both and n_neg == 0):
-        raise ValueError(
-            f"`labels` hold {n_pos} defective and {n_neg} nominal images: "
-            f"{'an AUROC needs at least one of each' if both else 'recall needs at least one defective image'}."
-        )
+        need = "an AUROC needs at least one of each" if both else "recall needs at least one defective image"
+        raise ValueError(f"`labels` hold {n_pos} defective and {n_neg} nominal images: {need}.")
     return y, s
 
 # %% ../nbs/30_metrics.ipynb #bdb8212e
@@ -83,36 +83,40 @@ def hanley_mcneil_se(auc: float,   # the AUROC A, in [0, 1]
                      n_pos: int,   # n_a: defective (positive) test images
                      n_neg: int    # n_n: nominal (negative) test images
                     ) -> float:
-    "Standard error of an AUROC (Hanley & McNeil, 1982) from its value and the two class sizes."
+    "Standard error of an AUROC (Hanley & McNeil, 1982)."
     auc = float(auc)
     if not 0 <= auc <= 1: raise ValueError(f"auc must be in [0, 1]; got {auc!r}.")
     if int(n_pos) != n_pos or int(n_neg) != n_neg or n_pos < 1 or n_neg < 1:
         raise ValueError(f"n_pos and n_neg must be whole numbers >= 1; got {n_pos!r} and {n_neg!r}.")
-    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    q1 = auc / (2 - auc)               # $Q_1 = A/(2 - A)$
+    q2 = 2 * auc ** 2 / (1 + auc)      # $Q_2 = 2A^2/(1 + A)$
+    # $\mathrm{SE}^2 = \big(A(1-A) + (n_a - 1)(Q_1 - A^2) + (n_n - 1)(Q_2 - A^2)\big) / (n_a n_n)$
     var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg)
     return math.sqrt(max(var, 0.0))  # each term is >= 0 for A in [0, 1]; max() guards round-off
 
-
 # %% ../nbs/30_metrics.ipynb #0e684dd7
-def _weighted_aucs(pos: np.ndarray, neg: np.ndarray, cp: np.ndarray, cn: np.ndarray) -> np.ndarray:
-    """AUROC of each replicate: positive scores `pos` (P,) with counts cp
-    (B, P), negative scores `neg` (Q,) with counts cn (B, Q)."""
+def _weighted_aucs(pos: np.ndarray,  # (P,) scores of the defective images
+                   neg: np.ndarray,  # (Q,) scores of the good images
+                   cp: np.ndarray,   # (R, P) c_i: copies of each defective image in each replicate
+                   cn: np.ndarray    # (R, Q) d_j: copies of each good image
+                  ) -> np.ndarray:   # (R,) the AUROC A* of each replicate
+    "The AUROC of each bootstrap replicate, from its multiplicities."
     order = np.argsort(neg, kind="stable")
     neg_sorted, cn = neg[order], cn[:, order]
-    cum = np.concatenate(
-        [np.zeros((len(cn), 1)), np.cumsum(cn, 1, dtype=np.float64)], 1
-    )  # (B, Q+1): mass of negatives before each cut
+    zero = np.zeros((len(cn), 1))
+    cum = np.concatenate([zero, np.cumsum(cn, 1, dtype=np.float64)], 1)  # (R, Q+1): goods below each cut
     lo, hi = np.searchsorted(neg_sorted, pos, "left"), np.searchsorted(neg_sorted, pos, "right")
-    below, tied = cum[:, lo], cum[:, hi] - cum[:, lo]                                        # (B, P) each
-    return (cp * (below + 0.5 * tied)).sum(1) / (cp.sum(1) * cn.sum(1))
+    below = cum[:, lo]                  # (R, P): $\sum_{j:\, s_j < s_i} d_j$
+    tied = cum[:, hi] - cum[:, lo]      # (R, P): $\sum_{j:\, s_j = s_i} d_j$
+    return (cp * (below + 0.5 * tied)).sum(1) / (cp.sum(1) * cn.sum(1))   # $A^*$, over $n_a n_n$
 
+# %% ../nbs/30_metrics.ipynb #da78569d
 def bootstrap_se(labels,              # (N,) 1 = defective, 0 = nominal
                  scores,              # (N,) anomaly scores, higher = more anomalous
                  n_boot: int = 1000,  # bootstrap replicates
                  seed: int = 0
                 ) -> float:
-    """Standard error of the image AUROC by a stratified
-    bootstrap (class sizes kept), vectorised over replicates."""
+    "Standard error of the image AUROC by a stratified bootstrap."
     y, s = _labels_scores(labels, scores)
     if int(n_boot) != n_boot or n_boot < 2:
         raise ValueError(f"n_boot must be a whole number >= 2; got {n_boot!r}.")
@@ -132,66 +136,59 @@ def bootstrap_se(labels,              # (N,) 1 = defective, 0 = nominal
 def image_auroc(labels,  # (N,) 1 = defective, 0 = nominal; bool or 0/1
                 scores   # (N,) image anomaly scores, higher = more anomalous
                ) -> dict:
-    "Image AUROC (scikit-learn) with its Hanley–McNeil standard error: dict(auroc, se, n_pos, n_neg)."
+    "Image AUROC with its Hanley–McNeil SE: dict(auroc, se, n_pos, n_neg)."
     y, s = _labels_scores(labels, scores)
-    auc = float(roc_auc_score(y, s))
+    auc = float(roc_auc_score(y, s))   # the Mann–Whitney statistic, ties counted half
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
     return dict(auroc=auc, se=hanley_mcneil_se(auc, n_pos, n_neg), n_pos=n_pos, n_neg=n_neg)
 
 # %% ../nbs/30_metrics.ipynb #cfad1813
-def _pair(mask, amap):
-    "Mask and anomaly map of one batch as detached tensors, after checking their shapes and the map's dtype."
+def _pair(mask, amap) -> tuple:
+    "A batch's mask and map as detached tensors, shapes and dtype checked."
     m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
     a = amap if isinstance(amap, torch.Tensor) else torch.as_tensor(np.asarray(amap))
     m, a = m.detach(), a.detach()
     if m.shape != a.shape and m.squeeze().shape != a.squeeze().shape:
         raise ValueError(
-            f"mask shape {tuple(m.shape)} and anomaly-map shape {tuple(a.shape)} differ: one mask pixel per map pixel "
-            "(upsample the maps to the mask size, e.g. with bilinear interpolation, before scoring)."
+            f"mask shape {tuple(m.shape)} and anomaly-map shape {tuple(a.shape)} differ: one mask pixel per "
+            "map pixel (upsample the maps to the mask size, e.g. with bilinear interpolation, "
+            "before scoring)."
         )
-    if (
-        a.dtype == torch.bool
-        or a.is_complex()
-        or not (
-            a.is_floating_point()
-            or a.dtype in (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
-        )
-    ):
+    ints = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+    if a.dtype == torch.bool or a.is_complex() or not (a.is_floating_point() or a.dtype in ints):
         raise ValueError(f"anomaly maps must hold real numbers; got dtype {a.dtype}.")
     return m, a
 
-def _pixels(m, a, chunk: int, w=None):
-    """(defective bool, score, weight or None) of a checked pair,
-    flat, in slices of `chunk` pixels checked one by one."""
+# %% ../nbs/30_metrics.ipynb #13e8cfe9
+def _pixels(m, a,          # a checked (mask, map) pair
+            chunk: int,    # pixels per slice
+            w=None):       # per-pixel weights, sliced alongside; None: none
+    "(defective, score, weight) slices of a pair, each slice checked."
     m, a = m.reshape(-1), a.reshape(-1)
     w = None if w is None else w.reshape(-1)
     for i in range(0, a.numel(), chunk):
-        mi, ai = (
-            m[i : i + chunk].cpu(),
-            a[i : i + chunk].to("cpu", torch.float64),
-        )  # the histograms live on the host
+        mi = m[i : i + chunk].cpu()                        # the histograms live on the host
+        ai = a[i : i + chunk].to("cpu", torch.float64)
         if not bool(torch.isfinite(ai).all()):
             raise ValueError(
-                f"an anomaly map holds {int(torch.isnan(ai).sum())} NaN and {int(torch.isinf(ai).sum())} inf values: fix the model before scoring."
+                f"an anomaly map holds {int(torch.isnan(ai).sum())} NaN and {int(torch.isinf(ai).sum())} "
+                "inf values: fix the model before scoring."
             )
         if mi.dtype != torch.bool:
             if bool(((mi != 0) & (mi != 1)).any()):
                 raise ValueError(
-                    "masks must be 0/1 (or bool); found other values. A mask resized with interpolation must be "
-                    "re-binarised (e.g. `mask > 0.5`) or resized with nearest-neighbour interpolation."
+                    "masks must be 0/1 (or bool); found other values. A mask resized with interpolation "
+                    "must be re-binarised (e.g. `mask > 0.5`) or resized with nearest-neighbour "
+                    "interpolation."
                 )
             mi = mi != 0
         yield mi, ai, None if w is None else w[i:i + chunk]
 
+# %% ../nbs/30_metrics.ipynb #e4f27781
 class StreamingAUROC:
-    """Pixel AUROC of a stream of (mask, map) batches from
-    fixed-size histograms, with a bound on its binning error."""
-
-    _sums = {
-        "pos": torch.int64,
-        "neg": torch.int64,
-    }  # per-bin sums, merged by addition: defective, good counts
+    "Pixel AUROC of a stream of (mask, map) batches, from fixed-size histograms."
+    _sums = {"pos": torch.int64, "neg": torch.int64}  # per-bin sums, merged by addition: defective, good
 
     def __init__(self,
                  bins: int = 2 ** 16,    # B: histogram bins; the state is 4 arrays of this size
@@ -200,158 +197,170 @@ class StreamingAUROC:
         if int(bins) != bins or bins < 2: raise ValueError(f"bins must be a whole number >= 2; got {bins!r}.")
         self.bins, self.chunk = int(bins), int(chunk)
         self.width = self.start = None  # bin i holds scores in [(start + i)·width, (start + i + 1)·width)
-        self.pos = self.neg = self.vmin = self.vmax = (
-            None  # per-bin counts and score extremes, once a range exists
-        )
+        self.pos = self.neg = self.vmin = self.vmax = None  # per-bin counts and score extremes, once in range
         self._pending = None  # (value, {name: sum}) while all scores are one value
         if score_range is not None:
             lo, hi = map(float, score_range)
             if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-                raise ValueError(
-                    f"score_range must be finite (low, high) with high > low; got {score_range!r}."
-                )
+                msg = f"score_range must be finite (low, high) with high > low; got {score_range!r}."
+                raise ValueError(msg)
             self._start(lo, hi)
 
     @property
     def span(self) -> float: return self.bins * self.width   # the score range the bins cover now
 
-    def _too_fine(self, w: float, lo: float, hi: float) -> bool:
-        """Would width w need more than B bins for [lo, hi], or cell
-        numbers beyond 2**50 (where float64 stops counting exactly)?"""
-        return math.floor(hi / w) - math.floor(lo / w) + 1 > self.bins or max(abs(lo), abs(hi)) > w * 2.0**50
+# %% ../nbs/30_metrics.ipynb #5a7f65f6
+@patch
+def _too_fine(self: StreamingAUROC, w: float, lo: float, hi: float) -> bool:
+    "Would width `w` need more than B bins for [lo, hi], or cells past 2**50?"
+    return math.floor(hi / w) - math.floor(lo / w) + 1 > self.bins or max(abs(lo), abs(hi)) > w * 2.0**50
 
-    def _start(self, lo: float, hi: float):
-        "The finest power-of-two width whose grid holds [lo, hi] in B bins; bins start at lo's cell."
-        w = math.ldexp(1.0, math.frexp(max((hi - lo) / self.bins, 1e-300))[1])
-        while not self._too_fine(w / 2, lo, hi): w /= 2
-        while self._too_fine(w, lo, hi): w *= 2
-        self.width, self.start, B = w, math.floor(lo / w), self.bins
-        for name, dtype in self._sums.items(): setattr(self, name, torch.zeros(B, dtype=dtype))
-        self.vmin, self.vmax = (
-            torch.full((B,), math.inf, dtype=torch.float64),
-            torch.full((B,), -math.inf, dtype=torch.float64),
-        )
-        if self._pending is not None:  # scores seen before a range existed: all one value
-            v, sums = self._pending
-            self._pending = None
-            b = math.floor(v / w) - self.start
-            for name in self._sums: getattr(self, name)[b] += sums[name]
-            self.vmin[b] = v
-            self.vmax[b] = v
+@patch
+def _start(self: StreamingAUROC, lo: float, hi: float):
+    "Empty bins of the finest power-of-two width that holds [lo, hi]."
+    w = math.ldexp(1.0, math.frexp(max((hi - lo) / self.bins, 1e-300))[1])  # a power of two >= (hi - lo)/B
+    while not self._too_fine(w / 2, lo, hi): w /= 2
+    while self._too_fine(w, lo, hi): w *= 2
+    self.width, self.start, B = w, math.floor(lo / w), self.bins   # bin 0 is lo's cell
+    for name, dtype in self._sums.items(): setattr(self, name, torch.zeros(B, dtype=dtype))
+    self.vmin = torch.full((B,), math.inf, dtype=torch.float64)
+    self.vmax = torch.full((B,), -math.inf, dtype=torch.float64)
+    if self._pending is not None:  # scores seen before a range existed: all one value
+        v, sums = self._pending
+        self._pending = None
+        b = math.floor(v / w) - self.start
+        for name in self._sums: getattr(self, name)[b] += sums[name]
+        self.vmin[b] = v
+        self.vmax[b] = v
 
-    def _bin(self, a: torch.Tensor) -> torch.Tensor:
-        """Bin of each score: floor(a / width) − start, exact (width
-        is a power of two, cell numbers stay below 2**50)."""
-        return ((a / self.width).floor_() - float(self.start)).long()
+# %% ../nbs/30_metrics.ipynb #5f7ce01f
+@patch
+def _bin(self: StreamingAUROC, a: torch.Tensor) -> torch.Tensor:
+    "The bin of each score, exact: the width is a power of two."
+    return ((a / self.width).floor_() - float(self.start)).long()   # $\lfloor a/w \rfloor$ − start
 
-    def _coarsen(self):
-        """Double the width: cell c becomes cell floor(c / 2), so bins
-        merge in pairs and no score changes side of an edge."""
-        idx = (torch.arange(self.bins) + (self.start & 1)) >> 1
-        self.start >>= 1
-        self.width *= 2
-        z = lambda t, fill: torch.full_like(t, fill)
-        for name in self._sums:
-            old = getattr(self, name)
-            setattr(self, name, z(old, 0).index_add_(0, idx, old))
-        self.vmin = z(self.vmin, math.inf).scatter_reduce_(0, idx, self.vmin, "amin")
-        self.vmax = z(self.vmax, -math.inf).scatter_reduce_(0, idx, self.vmax, "amax")
+# %% ../nbs/30_metrics.ipynb #09faaead
+@patch
+def _coarsen(self: StreamingAUROC):
+    "Double the width: cell c becomes cell ⌊c/2⌋, so bins merge in pairs."
+    idx = (torch.arange(self.bins) + (self.start & 1)) >> 1   # the new bin of each old one
+    self.start >>= 1
+    self.width *= 2
+    z = lambda t, fill: torch.full_like(t, fill)
+    for name in self._sums:
+        old = getattr(self, name)
+        setattr(self, name, z(old, 0).index_add_(0, idx, old))
+    self.vmin = z(self.vmin, math.inf).scatter_reduce_(0, idx, self.vmin, "amin")
+    self.vmax = z(self.vmax, -math.inf).scatter_reduce_(0, idx, self.vmax, "amax")
 
-    def _fit(self, amin: float, amax: float):
-        """Make [amin, amax] fit: coarsen until everything seen and the
-        new scores span at most B bins, then shift the window."""
-        B, cells = self.bins, lambda: (math.floor(amin / self.width), math.floor(amax / self.width))
+# %% ../nbs/30_metrics.ipynb #5d0fe098
+@patch
+def _fit(self: StreamingAUROC, amin: float, amax: float):
+    "Make room for [amin, amax]: coarsen until all fits in B bins, then slide."
+    B, cells = self.bins, lambda: (math.floor(amin / self.width), math.floor(amax / self.width))
+    lo_c, hi_c = cells()
+    if self.start <= lo_c and hi_c < self.start + B: return
+    used = torch.nonzero(self.vmin <= self.vmax).flatten()
+    first, last = (int(used[0]), int(used[-1])) if len(used) else (0, 0)
+    while True:
         lo_c, hi_c = cells()
-        if self.start <= lo_c and hi_c < self.start + B: return
+        lo_u, hi_u = min(lo_c, self.start + first), max(hi_c, self.start + last)
+        if hi_u - lo_u < B and max(abs(amin), abs(amax)) <= self.width * 2.0 ** 50: break
+        self._coarsen()  # the used bins merge in pairs: recompute where they are
         used = torch.nonzero(self.vmin <= self.vmax).flatten()
         first, last = (int(used[0]), int(used[-1])) if len(used) else (0, 0)
-        while True:
-            lo_c, hi_c = cells()
-            lo_u, hi_u = min(lo_c, self.start + first), max(hi_c, self.start + last)
-            if hi_u - lo_u < B and max(abs(amin), abs(amax)) <= self.width * 2.0 ** 50: break
-            self._coarsen()  # the used bins merge in pairs: recompute where they are
-            used = torch.nonzero(self.vmin <= self.vmax).flatten()
-            first, last = (int(used[0]), int(used[-1])) if len(used) else (0, 0)
-        new_start = (
-            hi_u - B + 1 if lo_c < self.start + first else lo_u
-        )  # leave the free bins on the side the scores are growing to
-        shift = self.start - new_start
-        if shift:
-            src = slice(max(0, -shift), min(B, B - shift))
-            dst = slice(src.start + shift, src.stop + shift)
-            for name, fill in (*((n, 0) for n in self._sums), ("vmin", math.inf), ("vmax", -math.inf)):
-                old = getattr(self, name)
-                new = torch.full_like(old, fill)
-                new[dst] = old[src]
-                setattr(self, name, new)
-            self.start = new_start
+    new_start = hi_u - B + 1 if lo_c < self.start + first else lo_u  # free bins where the scores grow to
+    shift = self.start - new_start
+    if shift:
+        src = slice(max(0, -shift), min(B, B - shift))
+        dst = slice(src.start + shift, src.stop + shift)
+        for name, fill in (*((n, 0) for n in self._sums), ("vmin", math.inf), ("vmax", -math.inf)):
+            old = getattr(self, name)
+            new = torch.full_like(old, fill)
+            new[dst] = old[src]
+            setattr(self, name, new)
+        self.start = new_start
 
-    def update(self, mask, amap) -> "StreamingAUROC":
-        "Add one batch: `mask` 0/1 or bool and `amap` of the same shape (any number of images)."
-        mk, am = _pair(mask, amap)
-        for m, a, w in _pixels(mk, am, self.chunk, self._weights(mk)):
-            if a.numel() == 0: continue
-            amin, amax = a.min().item(), a.max().item()
-            if self.pos is None:  # no range yet: wait until two different scores have been seen
-                if self._pending is not None:
-                    amin, amax = min(amin, self._pending[0]), max(amax, self._pending[0])
-                if amin == amax:
-                    add = self._bin_sums(torch.zeros_like(a, dtype=torch.long), m, w, 1)
-                    v, old = self._pending or (amin, {name: 0 for name in self._sums})
-                    self._pending = (v, {name: old[name] + add[name].item() for name in self._sums})
-                    continue
-                self._start(amin, amax)
-            else: self._fit(amin, amax)
-            b = self._bin(a)
-            for name, s in self._bin_sums(b, m, w, self.bins).items(): getattr(self, name).add_(s)
-            self.vmin.scatter_reduce_(0, b, a, "amin")
-            self.vmax.scatter_reduce_(0, b, a, "amax")
-        return self
+# %% ../nbs/30_metrics.ipynb #0c1eff71
+@patch
+def _weights(self: StreamingAUROC, m: torch.Tensor):
+    "Per-pixel weights of a batch's mask, binned beside the counts; none here."
+    return None
 
-    def _weights(self, m: torch.Tensor):
-        "Per-pixel weights of a batch's mask, binned beside the counts by subclasses; none here."
-        return None
+@patch
+def _bin_sums(self: StreamingAUROC, b: torch.Tensor, m: torch.Tensor, w, n: int) -> dict:
+    "Per-bin sums of pixels in bins `b` (of n): defective and good counts."
+    return dict(pos=torch.bincount(b[m], minlength=n), neg=torch.bincount(b[~m], minlength=n))
 
-    def _bin_sums(self, b: torch.Tensor, m: torch.Tensor, w, n: int) -> dict:
-        "Per-bin sums of one slice of pixels in bins `b` (of n): the defective and the good pixel counts."
-        return dict(pos=torch.bincount(b[m], minlength=n), neg=torch.bincount(b[~m], minlength=n))
+@patch
+def update(self: StreamingAUROC, mask, amap) -> StreamingAUROC:
+    "Add one batch: `mask` 0/1 or bool and `amap` of the same shape."
+    mk, am = _pair(mask, amap)
+    for m, a, w in _pixels(mk, am, self.chunk, self._weights(mk)):
+        if a.numel() == 0: continue
+        amin, amax = a.min().item(), a.max().item()
+        if self.pos is None:  # no range yet: wait until two different scores have been seen
+            if self._pending is not None:
+                amin, amax = min(amin, self._pending[0]), max(amax, self._pending[0])
+            if amin == amax:
+                add = self._bin_sums(torch.zeros_like(a, dtype=torch.long), m, w, 1)
+                v, old = self._pending or (amin, {name: 0 for name in self._sums})
+                self._pending = (v, {name: old[name] + add[name].item() for name in self._sums})
+                continue
+            self._start(amin, amax)
+        else: self._fit(amin, amax)
+        b = self._bin(a)
+        for name, s in self._bin_sums(b, m, w, self.bins).items(): getattr(self, name).add_(s)
+        self.vmin.scatter_reduce_(0, b, a, "amin")
+        self.vmax.scatter_reduce_(0, b, a, "amax")
+    return self
 
-    def _counts(self):
-        if self.pos is None:
-            if self._pending is None: raise ValueError("no pixels seen yet: call `update(mask, map)` first.")
-            return int(self._pending[1]["pos"]), int(self._pending[1]["neg"])
-        return int(self.pos.sum()), int(self.neg.sum())
+# %% ../nbs/30_metrics.ipynb #771283c0
+@patch
+def _counts(self: StreamingAUROC) -> tuple:
+    "(P, N): the defective and good pixels seen."
+    if self.pos is None:
+        if self._pending is None: raise ValueError("no pixels seen yet: call `update(mask, map)` first.")
+        return int(self._pending[1]["pos"]), int(self._pending[1]["neg"])
+    return int(self.pos.sum()), int(self.neg.sum())
 
-    def _check(self):
-        P, N = self._counts()
-        if P == 0:
-            raise ValueError(
-                f"no defective pixels among the {N} pixels seen: pixel AUROC needs test images whose masks mark defects "
-                "(good images alone, or empty masks, cannot be scored)."
-            )
-        if N == 0: raise ValueError(f"all {P} pixels seen are defective: pixel AUROC needs good pixels too.")
-        return P, N
+# %% ../nbs/30_metrics.ipynb #3a5757c3
+@patch
+def _check(self: StreamingAUROC) -> tuple:
+    "(P, N), or an error when one class of pixels is missing."
+    P, N = self._counts()
+    if P == 0:
+        raise ValueError(
+            f"no defective pixels among the {N} pixels seen: pixel AUROC needs test images whose masks mark "
+            "defects (good images alone, or empty masks, cannot be scored)."
+        )
+    if N == 0: raise ValueError(f"all {P} pixels seen are defective: pixel AUROC needs good pixels too.")
+    return P, N
 
-    def compute(self) -> float:
-        """The pixel AUROC Â: trapezoid rule over the ROC points at
-        the bin edges, scanned from the highest score down."""
-        P, N = self._check()
-        if self.pos is None: return 0.5                       # every score equal: every pair ties
-        tpr = torch.cat([torch.zeros(1, dtype=torch.float64), self.pos.flip(0).cumsum(0).double() / P])
-        fpr = torch.cat([torch.zeros(1, dtype=torch.float64), self.neg.flip(0).cumsum(0).double() / N])
-        return float(torch.trapezoid(tpr, fpr))
+# %% ../nbs/30_metrics.ipynb #ad3eab64
+@patch
+def compute(self: StreamingAUROC) -> float:
+    "The pixel AUROC Â: the trapezoid rule over the ROC points at the bin edges."
+    P, N = self._check()
+    if self.pos is None: return 0.5                       # every score equal: every pair ties
+    zero = torch.zeros(1, dtype=torch.float64)
+    tpr = torch.cat([zero, self.pos.flip(0).cumsum(0).double() / P])   # from the highest score down
+    fpr = torch.cat([zero, self.neg.flip(0).cumsum(0).double() / N])
+    return float(torch.trapezoid(tpr, fpr))  # $\hat A = \frac{1}{PN}\sum_b P_b(\sum_{b'<b} N_{b'} + N_b/2)$
 
-    def error_bound(self) -> float:
-        """Upper bound on |Â − exact AUROC|: half the share of (defective,
-        good) pixel pairs that share a bin holding different scores."""
-        P, N = self._check()
-        if self.pos is None: return 0.0
-        mixed = self.vmin < self.vmax
-        return float((self.pos[mixed].double() * self.neg[mixed].double()).sum() / (2 * P * N))
+# %% ../nbs/30_metrics.ipynb #2e75b7f4
+@patch
+def error_bound(self: StreamingAUROC) -> float:
+    "A bound on |Â − exact AUROC|: half the pairs in bins of different scores."
+    P, N = self._check()
+    if self.pos is None: return 0.0
+    mixed = self.vmin < self.vmax
+    pairs = (self.pos[mixed].double() * self.neg[mixed].double()).sum()   # $\sum_{b\ \mathrm{mixed}} P_b N_b$
+    return float(pairs / (2 * P * N))
 
-def _exact_range(maps):
-    """(min, max) over a list of maps when all are finite real numbers and
-    not all equal; else None (the stream finds its own range)."""
+# %% ../nbs/30_metrics.ipynb #01c19a0b
+def _exact_range(maps) -> tuple | None:
+    "(min, max) of a list of maps, or None if not finite or all equal."
     lo, hi = math.inf, -math.inf
     for m in maps:
         a = m if isinstance(m, torch.Tensor) else torch.as_tensor(np.asarray(m))
@@ -359,9 +368,9 @@ def _exact_range(maps):
         if a.numel(): lo, hi = min(lo, a.min().item()), max(hi, a.max().item())
     return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else None
 
+# %% ../nbs/30_metrics.ipynb #ec5dee94
 def _batches(masks, maps, fn: str) -> tuple:
-    """(iterable of (mask, map) pairs, exact (min, max) of maps at
-    hand or None) from masks and maps, or from pairs."""
+    "(iterable of (mask, map) pairs, exact score range or None)."
     if maps is None:
         if isinstance(masks, (torch.Tensor, np.ndarray)):
             raise ValueError(f"{fn}(masks) got one array: pass the anomaly maps too, {fn}(masks, maps), "
@@ -372,11 +381,11 @@ def _batches(masks, maps, fn: str) -> tuple:
         raise ValueError(f"{len(masks)} masks but {len(maps)} anomaly maps: one map per mask.")
     return (list(zip(masks, maps)) if listed else [(masks, maps)]), _exact_range(maps if listed else [maps])
 
+# %% ../nbs/30_metrics.ipynb #2e5417a6
 def _feed(acc, pairs, fn: str):
-    "Update the accumulator with every (mask, map) pair; return it."
+    "Update `acc` with every (mask, map) pair; return it."
     for pair in pairs:
-        try:
-            mask, amap = pair
+        try: mask, amap = pair
         except (TypeError, ValueError):
             raise ValueError(
                 f"an iterable passed alone must yield (mask, map) pairs; or call {fn}(masks, maps)."
@@ -384,25 +393,30 @@ def _feed(acc, pairs, fn: str):
         acc.update(mask, amap)
     return acc
 
+# %% ../nbs/30_metrics.ipynb #b3af5baf
 def pixel_auroc(
     masks,  # (N, H, W) 0/1 masks, or a list of them, or an iterable of (mask, map) batches
     maps=None,  # (N, H, W) anomaly maps (higher = more anomalous), or a list; None when `masks` yields pairs
     bins: int = 2**16,  # histogram bins: binning error bounded by `StreamingAUROC.error_bound`
-    score_range=None,  # (low, high) to start the histogram from; default: exact min/max of given maps, else the first batch
+    score_range=None,  # (low, high) to start from; default: exact min/max of given maps, else the first batch
 ) -> float:
-    "Pixel AUROC over all test pixels, streaming: memory is one batch plus fixed-size histograms."
-    pairs, exact = _batches(
-        masks, maps, "pixel_auroc"
-    )  # maps at hand: their exact range first, no bins merged later
+    "Pixel AUROC over all test pixels, streamed through fixed-size histograms."
+    pairs, exact = _batches(masks, maps, "pixel_auroc")  # maps at hand: their exact range, no bins merged
     acc = StreamingAUROC(bins, exact if score_range is None else score_range)
     return _feed(acc, pairs, "pixel_auroc").compute()
+
+# %% ../nbs/30_metrics.ipynb #836dcb49
+def _connectivity(c) -> int:
+    "A checked connectivity: 4 or 8."
+    if c not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8 (the neighbours of a region's pixel); got {c!r}.")
+    return c
 
 # %% ../nbs/30_metrics.ipynb #2ea351ad
 def region_weights(masks,                 # (H, W) or (N, H, W) 0/1 masks; each (H, W) plane is one image
                    connectivity: int = 8  # 8: touching at a corner joins a region (MVTec's); 4: edges only
-                  ) -> tuple:
-    """(weights, K): 1/|C_k| on each pixel of ground-truth region
-    C_k, 0 on good pixels; K regions, image by image."""
+                  ) -> tuple:             # ((N, H, W) weights, K)
+    "1/|C_k| on each pixel of region C_k (0 on good pixels), and K."
     m = masks.detach().cpu() if isinstance(masks, torch.Tensor) else torch.as_tensor(np.asarray(masks))
     if m.ndim < 2:
         raise ValueError(f"regions need 2-D masks, (H, W) or (N, H, W); got shape {tuple(m.shape)}.")
@@ -412,27 +426,10 @@ def region_weights(masks,                 # (H, W) or (N, H, W) 0/1 masks; each 
     structure[1] = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     lab, k = ndimage.label(planes, structure=structure)
     inv = np.zeros(k + 1)
-    inv[1:] = 1 / np.bincount(lab.ravel(), minlength=k + 1)[1:]
+    inv[1:] = 1 / np.bincount(lab.ravel(), minlength=k + 1)[1:]   # $1/|C_k|$; label 0 (good pixels) keeps 0
     return torch.from_numpy(inv[lab]).reshape(m.shape), int(k)
 
-def _connectivity(c) -> int:
-    "A checked connectivity: 4 or 8."
-    if c not in (4, 8):
-        raise ValueError(f"connectivity must be 4 or 8 (the neighbours of a region's pixel); got {c!r}.")
-    return c
-
-# %% ../nbs/30_metrics.ipynb #79d41d8e
-def _area_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
-    """Trapezoid area under the polyline (x, y) from x[0] = 0 to
-    `limit`, y interpolated there; x non-decreasing."""
-    i = int(np.searchsorted(x, limit, side="right")) - 1     # the last point at or before the limit
-    xs, ys = x[:i + 1], y[:i + 1]
-    area = float(((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2).sum())
-    if i + 1 < len(x) and x[i] < limit:                      # the step that crosses the limit: cut it there
-        y_lim = y[i] + (y[i + 1] - y[i]) * (limit - x[i]) / (x[i + 1] - x[i])
-        area += (limit - x[i]) * (y[i] + y_lim) / 2
-    return area
-
+# %% ../nbs/30_metrics.ipynb #63f342d7
 def _limit(fpr_limit) -> float:
     "A checked FPR limit in (0, 1]."
     if isinstance(fpr_limit, bool) or not isinstance(fpr_limit, (int, float)) or not 0 < fpr_limit <= 1:
@@ -441,9 +438,22 @@ def _limit(fpr_limit) -> float:
         )
     return float(fpr_limit)
 
+# %% ../nbs/30_metrics.ipynb #79d41d8e
+def _area_to(x: np.ndarray,  # curve points, non-decreasing from x[0] = 0
+             y: np.ndarray,
+             limit: float) -> float:
+    "Trapezoid area under the polyline (x, y) from 0 to `limit`."
+    i = int(np.searchsorted(x, limit, side="right")) - 1     # the last point at or before the limit
+    xs, ys = x[:i + 1], y[:i + 1]
+    area = float(((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2).sum())
+    if i + 1 < len(x) and x[i] < limit:                      # the step that crosses the limit: cut it there
+        y_lim = y[i] + (y[i + 1] - y[i]) * (limit - x[i]) / (x[i + 1] - x[i])
+        area += (limit - x[i]) * (y[i] + y_lim) / 2
+    return area                                              # $\int_0^L \mathrm{PRO}\,d\,\mathrm{FPR}$
+
 # %% ../nbs/30_metrics.ipynb #6a063af7
 class StreamingAUPRO(StreamingAUROC):
-    "Pixel AUROC (`compute`) and AUPRO (`aupro`) of a stream of (mask, map) batches, from one pass."
+    "Pixel AUROC and AUPRO of a stream of batches, in one pass."
     _sums = {**StreamingAUROC._sums, "pro": torch.float64}  # and per bin: Σ 1/|C_k| over its defective pixels
 
     def __init__(self, bins: int = 2 ** 16, score_range=None, chunk: int = 2 ** 22,
@@ -452,49 +462,52 @@ class StreamingAUPRO(StreamingAUROC):
         super().__init__(bins, score_range, chunk)
 
     def _weights(self, m: torch.Tensor) -> torch.Tensor:
+        "1/|C_k| on each defective pixel; the batch's regions counted."
         w, k = region_weights(m, self.connectivity)
         self.n_regions += k
         return w
 
     def _bin_sums(self, b, m, w, n: int) -> dict:
+        "The counts, and $R_b$: the weights of each bin's defective pixels."
         return dict(super()._bin_sums(b, m, w, n), pro=torch.bincount(b[m], weights=w[m], minlength=n))
 
-    def curve(self) -> tuple:
-        """(fpr, pro, mixed): the curve at the bin edges from the
-        top score down, (0, 0) to (1, 1); mixed steps."""
-        P, N = self._counts()
-        if self.n_regions == 0:
-            raise ValueError(
-                f"no defective region among the {P + N} pixels seen: AUPRO needs test images whose "
-                "masks mark defects (good images alone, or empty masks, cannot be scored)."
-            )
-        if N == 0: raise ValueError(f"all {P} pixels seen are defective: AUPRO needs good pixels too "
-                                    "(its x-axis is their false-positive rate).")
-        if self.pos is None:  # every score equal: one step from (0, 0) to (1, 1)
-            neg, pro, mixed = (
-                torch.tensor([N]),
-                torch.tensor([self._pending[1]["pro"]]),
-                torch.tensor([False]),
-            )
-        else: neg, pro, mixed = self.neg.flip(0), self.pro.flip(0), (self.vmin < self.vmax).flip(0)
-        zero = torch.zeros(1, dtype=torch.float64)
-        fpr = torch.cat([zero, neg.cumsum(0).double() / N])
-        return fpr.numpy(), torch.cat([zero, pro.double().cumsum(0) / self.n_regions]).numpy(), mixed.numpy()
-
     def aupro(self, fpr_limit: float = 0.3) -> float:
-        "AUPRO: the area under the PRO curve from FPR 0 to `fpr_limit`, over `fpr_limit` (perfect: 1)."
+        "AUPRO: the area under the PRO curve up to `fpr_limit`, over the limit."
         L = _limit(fpr_limit)
-        x, y, _ = self.curve()
-        return _area_to(x, y, L) / L
+        x, y, _ = self.curve()          # `curve` follows
+        return _area_to(x, y, L) / L    # $\frac1L\int_0^L \mathrm{PRO}\,d\,\mathrm{FPR}$
 
-    def aupro_bound(self, fpr_limit: float = 0.3) -> float:
-        """Bound on |AUPRO − exact|: ½ΔFPR·ΔPRO of mixed steps below
-        the limit, the cut step's share, over the limit."""
-        L = _limit(fpr_limit)
-        x, y, mixed = self.curve()
-        dx, dy = np.diff(x), np.diff(y)
-        below, cut = mixed & (x[1:] <= L), mixed & (x[:-1] < L) & (x[1:] > L)
-        return float((0.5 * dx * dy)[below].sum() + ((L - x[:-1]) * dy)[cut].sum()) / L
+# %% ../nbs/30_metrics.ipynb #780e3856
+@patch
+def curve(self: StreamingAUPRO) -> tuple:
+    "(fpr, pro, mixed) at the bin edges, top score down, (0, 0) to (1, 1)."
+    P, N = self._counts()
+    if self.n_regions == 0:
+        raise ValueError(
+            f"no defective region among the {P + N} pixels seen: AUPRO needs test images whose "
+            "masks mark defects (good images alone, or empty masks, cannot be scored)."
+        )
+    if N == 0: raise ValueError(f"all {P} pixels seen are defective: AUPRO needs good pixels too "
+                                "(its x-axis is their false-positive rate).")
+    if self.pos is None:  # every score equal: one step from (0, 0) to (1, 1)
+        neg, pro, mixed = torch.tensor([N]), torch.tensor([self._pending[1]["pro"]]), torch.tensor([False])
+    else: neg, pro, mixed = self.neg.flip(0), self.pro.flip(0), (self.vmin < self.vmax).flip(0)
+    zero = torch.zeros(1, dtype=torch.float64)
+    fpr = torch.cat([zero, neg.cumsum(0).double() / N])                   # $\frac1N\sum_{b \ge e} N_b$
+    pro = torch.cat([zero, pro.double().cumsum(0) / self.n_regions])      # $\frac1K\sum_{b \ge e} R_b$
+    return fpr.numpy(), pro.numpy(), mixed.numpy()
+
+# %% ../nbs/30_metrics.ipynb #2480ea09
+@patch
+def aupro_bound(self: StreamingAUPRO, fpr_limit: float = 0.3) -> float:
+    "A bound on |AUPRO − exact| from the mixed steps below the limit."
+    L = _limit(fpr_limit)
+    x, y, mixed = self.curve()
+    dx, dy = np.diff(x), np.diff(y)
+    below, cut = mixed & (x[1:] <= L), mixed & (x[:-1] < L) & (x[1:] > L)
+    inside = (0.5 * dx * dy)[below].sum()      # $\sum \frac12 \Delta\mathrm{FPR}_b\,\Delta\mathrm{PRO}_b$
+    cut_step = ((L - x[:-1]) * dy)[cut].sum()  # $(L - \mathrm{FPR}_b)\,\Delta\mathrm{PRO}_b$
+    return float(inside + cut_step) / L
 
 # %% ../nbs/30_metrics.ipynb #0d7bb147
 def aupro(
@@ -505,8 +518,7 @@ def aupro(
     score_range=None,  # (low, high) to start the histogram from; default: exact min/max of the maps
     connectivity: int = 8,  # 8 (MVTec's) or 4: which mask pixels make one region
 ) -> float:
-    """AUPRO up to `fpr_limit`, streaming like `pixel_auroc`:
-    every defect region counts once, whatever its size."""
+    "AUPRO up to `fpr_limit`, streamed: every defect region counts once."
     _limit(fpr_limit)
     pairs, exact = _batches(masks, maps, "aupro")
     acc = StreamingAUPRO(bins, exact if score_range is None else score_range, connectivity=connectivity)
@@ -517,14 +529,15 @@ def decision_threshold(
     train_scores,  # (N,) anomaly scores of the *training* images under the final model
     kappa: float = 1.5,  # κ of the IQR rule (Eq. 2)
 ) -> float:
-    "τ for deployment: the IQR threshold Q3 + κ(Q3 − Q1) of the training scores (never of the test set)."
-    return float(iqr_threshold(train_scores, kappa))
+    "τ for deployment: the IQR rule on the training scores, never the test set's."
+    return float(iqr_threshold(train_scores, kappa))   # $\tau = Q_3 + \kappa\,(Q_3 - Q_1)$
 
+# %% ../nbs/30_metrics.ipynb #2318a6b5
 def precision_recall_f1(labels,   # (N,) 1 = defective
                         scores,   # (N,) anomaly scores
                         tau       # threshold: an image is flagged defective when its score > tau
                        ) -> dict:
-    "Precision, recall and F1 (scikit-learn) of the decision `score > tau`: dict(precision, recall, f1, tau)."
+    "Precision, recall and F1 of `score > tau`: dict(precision, recall, f1, tau)."
     y, s = _labels_scores(labels, scores, both=False)
     tau = float(tau)
     if not math.isfinite(tau): raise ValueError(f"tau must be a finite number; got {tau!r}.")
@@ -533,13 +546,13 @@ def precision_recall_f1(labels,   # (N,) 1 = defective
     return dict(precision=float(precision_score(y, pred, **kw)), recall=float(recall_score(y, pred, **kw)),
                 f1=float(f1_score(y, pred, **kw)), tau=tau)
 
-def f1_max(labels, scores) -> dict:
-    """ORACLE: the best F1 over all thresholds, picked with the test labels —
-    only for comparing with papers that report it. dict(f1, tau)."""
+# %% ../nbs/30_metrics.ipynb #f1df3df5
+def f1_max(labels, scores) -> dict:  # dict(f1, tau)
+    "ORACLE: the best F1 over thresholds chosen with the test labels."
     y, s = _labels_scores(labels, scores, both=False)
     prec, rec, thr = precision_recall_curve(y, s)           # point k: flag s >= thr[k]
     prec, rec = prec[:-1], rec[:-1]                          # the last point (recall 0) has no threshold
-    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-300), 0.0)
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-300), 0.0)   # $2pr/(p + r)$
     k = int(np.argmax(f1))
     t = float(thr[k])
     below = s[s < t]  # report τ for the rule `s > τ`: between thr[k] and the next lower score
@@ -547,31 +560,28 @@ def f1_max(labels, scores) -> dict:
     if not (tau < t and (below.size == 0 or tau >= below.max())): tau = float(np.nextafter(t, -np.inf))
     return dict(f1=float(f1[k]), tau=float(tau))
 
-# %% ../nbs/30_metrics.ipynb #7091b251
-def _feature_rows(feats, name: str):
-    """(number of images, shape of one image's features, getter(i, j) →
-    float tensor of images i..j-1) for tensors, arrays, feature sets."""
+# %% ../nbs/30_metrics.ipynb #5d50e8ea
+def _feature_rows(feats, name: str) -> tuple:
+    "(N, one image's feature shape, getter(i, j)) of any kind of features."
     feats = getattr(feats, "features", feats)  # a cached feature set: its tensor or memory-mapped rows
     if isinstance(feats, torch.Tensor): return len(feats), tuple(feats.shape[1:]), lambda i, j: feats[i:j]
     if isinstance(feats, np.ndarray):
         return len(feats), feats.shape[1:], lambda i, j: torch.from_numpy(np.array(feats[i:j]))
     if hasattr(feats, "__len__") and hasattr(feats, "__getitem__") and len(feats):
-        return (
-            len(feats),
-            tuple(torch.as_tensor(feats[0]).shape),
-            lambda i, j: torch.stack([torch.as_tensor(feats[t]) for t in range(i, j)]),
-        )
+        get = lambda i, j: torch.stack([torch.as_tensor(feats[t]) for t in range(i, j)])
+        return len(feats), tuple(torch.as_tensor(feats[0]).shape), get
     raise ValueError(
-        f"`{name}` must be a non-empty tensor or array of features (N, D, h, w), (N, V, D) or (N, D); got {type(feats).__name__}."
+        f"`{name}` must be a non-empty tensor or array of features (N, D, h, w), (N, V, D) or (N, D); "
+        f"got {type(feats).__name__}."
     )
 
-
+# %% ../nbs/30_metrics.ipynb #1fe3c180
 def _as_patches(x: torch.Tensor) -> torch.Tensor:
-    """Features of a block of images → (patches, D): (n, D, h, w) →
-    (n·h·w, D); (n, V, D) → view mean (n, D); (n, D) as is."""
-    if x.ndim == 4: return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-    return x.float().mean(1) if x.ndim == 3 else x
+    "A block of images' features as (patches, D)."
+    if x.ndim == 4: return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])   # (n, D, h, w) → (n·h·w, D)
+    return x.float().mean(1) if x.ndim == 3 else x                          # (n, V, D) → (n, D); (n, D) as is
 
+# %% ../nbs/30_metrics.ipynb #7091b251
 def nn_patch_scores(
     train_feats,  # (N, D, h, w) patch features, or (N, V, D) / (N, D) image features, of the training images
     test_feats,  # (M, D, h', w') / (M, V', D) / (M, D) features of the images to score, same kind and D
@@ -579,8 +589,7 @@ def nn_patch_scores(
     chunk: int = 4096,  # patches per block on each side (at least one image's patches)
     device=None,  # where to compute; default: the test features' device
 ) -> torch.Tensor:    # (M, h', w') patch scores; (M, 1, 1) for image features
-    """Distance of each test patch to its k-th nearest patch among
-    all training patches, in blocks (bounded memory)."""
+    "Distance of each test patch to its k-th nearest training patch."
     n_tr, s_tr, get_tr = _feature_rows(train_feats, "train_feats")
     n_te, s_te, get_te = _feature_rows(test_feats, "test_feats")
     if len(s_tr) not in (1, 2, 3) or (len(s_tr) == 3) != (len(s_te) == 3) or len(s_te) not in (1, 2, 3):
@@ -590,9 +599,8 @@ def nn_patch_scores(
         )
     d_tr, d_te = (s_tr[0], s_te[0]) if len(s_tr) == 3 else (s_tr[-1], s_te[-1])
     if d_tr != d_te:
-        raise ValueError(
-            f"training features have D = {d_tr} but test features D = {d_te}: both must come from the same extractor."
-        )
+        raise ValueError(f"training features have D = {d_tr} but test features D = {d_te}: "
+                         "both must come from the same extractor.")
     hw_tr = s_tr[1] * s_tr[2] if len(s_tr) == 3 else 1
     grid = tuple(s_te[1:]) if len(s_te) == 3 else (1, 1)
     hw_te = grid[0] * grid[1]
@@ -606,40 +614,40 @@ def nn_patch_scores(
     per_tr, per_te = max(1, chunk // hw_tr), max(1, chunk // hw_te)   # images per block
     out = []
     for i in range(0, n_te, per_te):
-        q = _as_patches(get_te(i, min(i + per_te, n_te)).to(device)).float()  # (q, D)
-        best = torch.full((len(q), int(k)), math.inf, device=device)  # running k smallest distances
+        q = _as_patches(get_te(i, min(i + per_te, n_te)).to(device)).float()       # (q, D)
+        best = torch.full((len(q), int(k)), math.inf, device=device)               # the k nearest so far
         for j in range(0, n_tr, per_tr):
-            r = _as_patches(get_tr(j, min(j + per_tr, n_tr)).to(device)).float()         # (r, D)
+            r = _as_patches(get_tr(j, min(j + per_tr, n_tr)).to(device)).float()   # (r, D)
             best = torch.cat([best, torch.cdist(q, r)], 1).topk(int(k), dim=1, largest=False).values
-        out.append(best[:, -1].reshape(-1, *grid))
+        out.append(best[:, -1].reshape(-1, *grid))     # $s(q) = d_{(k)}(q, \mathcal M)$
     return torch.cat(out)
 
+# %% ../nbs/30_metrics.ipynb #81bb8db5
 def nn_image_scores(train_feats, test_feats, k: int = 1, chunk: int = 4096, device=None) -> torch.Tensor:
-    "Image anomaly scores (M,): the largest nearest-neighbour patch score of each test image."
-    return nn_patch_scores(train_feats, test_feats, k, chunk, device).flatten(1).amax(1)
+    "Image anomaly scores (M,): each test image's largest patch score."
+    patch_s = nn_patch_scores(train_feats, test_feats, k, chunk, device)   # (M, h', w')
+    return patch_s.flatten(1).amax(1)                                        # $a(x_m) = \max_p s(q_{m,p})$
 
-# %% ../nbs/30_metrics.ipynb #0dad7f57
+# %% ../nbs/30_metrics.ipynb #bea40635
 def _ranking(w: np.ndarray, a: np.ndarray) -> np.ndarray:
     "Indices by weight, lowest first; equal weights by score, highest first."
     return np.lexsort((-a, w))
 
+# %% ../nbs/30_metrics.ipynb #0dad7f57
 def curation_report(
     weights,  # (N,) SCL confidence weights w_i in (0, 1] of the training images
     train_scores,  # (N,) the anomaly scores a_i they came from
-    known_defective=None,  # (N,) True where a training image is known to be defective; None on unlabelled data
+    known_defective=None,  # (N,) True where a training image is known to be defective; None: unlabelled
 ) -> dict:
-    """What the confidence weights found: counts and ranking; with
-    known-defective labels also AUROCs and precision/recall of {w < 1}."""
+    "What the weights found: counts, ranking, and metrics when labels exist."
     w, a = _scores(weights, "weights"), _scores(train_scores, "train_scores")
     if len(w) != len(a):
-        raise ValueError(
-            f"{len(w)} weights but {len(a)} training scores: one of each per training image, in the same order."
-        )
+        raise ValueError(f"{len(w)} weights but {len(a)} training scores: one of each per training image, "
+                         "in the same order.")
     if len(w) == 0: raise ValueError("`weights` is empty: the report needs at least one training image.")
     if ((w <= 0) | (w > 1)).any():
-        raise ValueError(
-            f"weights must lie in (0, 1] (SCL confidence weights); found values from {w.min():.3g} to {w.max():.3g}."
-        )
+        raise ValueError(f"weights must lie in (0, 1] (SCL confidence weights); found values from "
+                         f"{w.min():.3g} to {w.max():.3g}.")
     flagged = w < 1
     rep = dict(n=len(w), n_flagged=int(flagged.sum()), ranking=_ranking(w, a).tolist())
     known = None if known_defective is None else _labels(known_defective, "known_defective")
@@ -656,23 +664,22 @@ def curation_report(
         n_flagged_known=int((flagged & known).sum()),
         auroc_scores=float(roc_auc_score(known, a)),
         auroc_one_minus_w=float(roc_auc_score(known, 1 - w)),
-        precision_flagged=float(
-            precision_score(known, flagged, zero_division=np.nan)
-        ),  # NaN when nothing is flagged
+        precision_flagged=float(precision_score(known, flagged, zero_division=np.nan)),  # NaN: none flagged
         recall_flagged=float(recall_score(known, flagged)),
     )
     return rep
 
+# %% ../nbs/30_metrics.ipynb #de9f574b
 def _image_hw3(x) -> np.ndarray:
-    """A path (loaded with `load_image`) or an image tensor/array (3, H,
-    W), (1, H, W) or (H, W) as an (H, W, 3) array in [0, 1]."""
+    "An image path or tensor/array as an (H, W, 3) array in [0, 1]."
     if isinstance(x, (str, Path)): x = load_image(x)
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu().float()
-    if t.ndim == 2: t = t[None]
+    if t.ndim == 2: t = t[None]                                        # (H, W) → (1, H, W)
     if t.ndim != 3 or t.shape[0] not in (1, 3):
         raise ValueError(f"an image must be (3, H, W), (1, H, W) or (H, W); got shape {tuple(t.shape)}.")
     return t.expand(3, -1, -1).permute(1, 2, 0).clamp(0, 1).numpy()
 
+# %% ../nbs/30_metrics.ipynb #59fe5ca9
 def lowest_weight_gallery(
     images_or_paths,  # N images (tensor (N, 3, H, W) or a list of (3, H, W) tensors) or N image paths
     weights,  # (N,) SCL confidence weights
@@ -682,8 +689,7 @@ def lowest_weight_gallery(
     ncols: int = 8,
     note: str = "",  # joins the title, e.g. which model, method and seed
 ) -> Figure:
-    """A figure of the k lowest-weight training images, weight and
-    score in each title, known-defective ones framed in red."""
+    "A figure of the k lowest-weight training images, known defects in red."
     w, a = _scores(weights, "weights"), _scores(scores, "scores")
     n = len(images_or_paths)
     if not (n == len(w) == len(a)):
@@ -694,9 +700,7 @@ def lowest_weight_gallery(
     idx = _ranking(w, a)[:int(k)]
     cols = min(int(ncols), len(idx))
     rows = -(-len(idx) // cols)
-    fig = Figure(
-        figsize=(1.3 * cols, 1.6 * rows + 0.2)
-    )  # not registered with pyplot: shown once when returned, never leaked
+    fig = Figure(figsize=(1.3 * cols, 1.6 * rows + 0.2))  # not pyplot's: shown once, never leaked
     axes = fig.subplots(rows, cols, squeeze=False).flat
     for ax, i in zip(axes, idx):
         ax.imshow(_image_hw3(images_or_paths[i]), interpolation="nearest")
@@ -708,9 +712,8 @@ def lowest_weight_gallery(
                 sp.set_edgecolor("red")
                 sp.set_linewidth(3)
     for ax in list(axes): ax.axis("off")  # unused cells of the last row
-    title = f"{len(idx)} lowest-weight training images" + (
-        " (red: known defective)" if known is not None else ""
-    )
+    title = f"{len(idx)} lowest-weight training images"
+    if known is not None: title += " (red: known defective)"
     fig.suptitle(title + (f"; {note}" if note else ""), fontsize=9)
     fig.tight_layout()
     return fig

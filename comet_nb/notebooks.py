@@ -15,14 +15,16 @@ import re
 SLOW = re.compile(r"^\s*#\|\s*slow\b")
 SKIPPED = "RUN_SLOW is False: this slow cell was skipped; its stored output is from a full run."
 
-def skip_slow(lines: list) -> list:
-    "An input transformer: a cell whose first line is `#| slow` becomes one print."
+def skip_slow(lines: list   # a cell's source lines, as IPython hands them over
+             ) -> list:     # the lines to run
+    "An input transformer: a cell that starts with `#| slow` becomes one print."
     first = next((l for l in lines if l.strip()), "")
     return [f"print({SKIPPED!r})\n"] if SLOW.match(first) else lines
 
 # %% ../nbs/04_notebooks.ipynb #a4d569ec
-def slow_cells(run: bool = False, shell=None):
-    "Skip cells marked `#| slow` in this session unless `run`; under nbdev-test its flags decide."
+def slow_cells(run: bool = False,  # True: run the slow cells too
+               shell=None):       # an IPython shell (default: this notebook's own)
+    "Skip the cells marked `#| slow` in this session, unless `run`."
     if shell is None:
         if os.environ.get("IN_TEST"): return                   # nbdev-test: --flags slow decides
         try: shell = get_ipython()                            # the notebook's own kernel

@@ -6,7 +6,7 @@ Docs: https://comet-nb.github.io/comet_nb/results.html.md"""
 
 # %% auto #0
 __all__ = ['NOISES', 'ABLATIONS', 'AT', 'DELTA', 'RUN_COLUMNS', 'EVIDENCE_FILES', 'MODELS', 'LINES', 'CAPTIONS', 'RUN_KEYS',
-           'ROWS', 'evidence_runs', 'placements', 'delong_diff', 'verdict', 'shared_var', 'compare', 'evidence_pairs',
+           'ROWS', 'evidence_runs', 'placements', 'delong_diff', 'shared_var', 'verdict', 'compare', 'evidence_pairs',
            'seed_cov', 'collect_pairs', 'collect_training_scores', 'write_evidence', 'load_evidence', 'fig5_figure',
            'comparison_table', 'headline', 'robust_z', 'with_z', 'curation_table', 'curation_view', 'scores_figure',
            'kappa_curve', 'kappa_figure', 'table5', 'claim_harm', 'claim_curation', 'claim_flat', 'claim_parts',
@@ -23,12 +23,13 @@ import seaborn as sns
 from scipy.stats import rankdata
 from scipy.stats import t as student
 from .demo import DEMO_CATEGORIES
-from .cli import sweep_grid
-from .experiments import atomic_write
+from .meta import METHODS
+from .sweeps import sweep_grid
+from .utils import atomic_write
 
 # %% ../nbs/36_results.ipynb #3da3efdd
 NOISES = (0.0, 0.05, 0.1, 0.2)           # Fig. 5's contamination levels
-ABLATIONS = ("no-meta", "no-scl", "no-scl-data", "comet-pooled")   # Table 5's rows, and one of the kit's
+ABLATIONS = tuple(m for m in METHODS if m not in ("baseline", "comet"))   # Table 5's, and one more
 AT = 0.1                                 # the contamination of Table 5 and of the harm
 DELTA = 0.03                             # the smallest AUROC difference the evidence must resolve
 
@@ -43,7 +44,7 @@ def evidence_runs(
     at=AT,
     **common,
 ) -> list:
-    "The sweep of the evidence: baseline and CoMet at every noise, Table 5's rows at `at`."
+    "Runs of the evidence: both methods at each noise, ablations at `at`."
     common = {"data": "demo", **common}
     fig5 = sweep_grid(categories, models, ["baseline", "comet"], list(noises), list(seeds), **common)
     more = sweep_grid(categories, models, ["baseline", "comet"], [0.0, at], list(extra_seeds), **common)
@@ -52,7 +53,7 @@ def evidence_runs(
 
 # %% ../nbs/36_results.ipynb #1cba5f4f
 def placements(labels, scores) -> tuple:
-    "DeLong's placements: V10 of each defective image, V01 of each good one."
+    "DeLong's placements: V10 per defective image, V01 per good one."
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, float)
     pos, neg = s[y], s[~y]
@@ -71,28 +72,17 @@ def delong_diff(labels, scores_a, scores_b) -> tuple:
     var = d10.var(ddof=1) / len(d10) + d01.var(ddof=1) / len(d01)
     return float(d10.mean()), float(var)
 
-# %% ../nbs/36_results.ipynb #20c3e463
-def verdict(lo: float, hi: float, delta: float = DELTA) -> str:
-    "Words for a 95 % interval [lo, hi] of a difference."
-    if not (lo == lo and hi == hi): return "cannot tell (no interval: one seed, or a variance missing)"
-    small = -delta < lo and hi < delta
-    if lo > 0: return f"higher, by less than {100 * delta:g} points" if small else "higher"
-    if hi < 0: return f"lower, by less than {100 * delta:g} points" if small else "lower"
-    if small: return f"no difference of {100 * delta:g} points or more"
-    return "cannot tell"
-
 # %% ../nbs/36_results.ipynb #8c2520e7
 def shared_var(x: pd.DataFrame) -> float:
-    """The test-set covariance a category's seeds share (mean over
-    pairs of seeds, at least 0); one seed: its own variance."""
-    if len(x) == 1: return float(x["var_test"].iloc[0])
-    c = float(x["cov_shared"].iloc[0])
-    return max(0.0, c) if c == c else float("nan")
+    "The test-set covariance a category's seeds share: ĉ_c."
+    if len(x) == 1: return float(x["var_test"].iloc[0])   # one seed: its own variance
+    c = float(x["cov_shared"].iloc[0])                    # the mean over pairs of seeds
+    return max(0.0, c) if c == c else float("nan")        # at least 0
 
 # %% ../nbs/36_results.ipynb #e4548554
-def _interval(g: pd.DataFrame) -> dict:
-    """Mean, SE, Welch–Satterthwaite df and 95 % interval of one
-    model's differences (category, diff, var_test, cov_shared)."""
+def _interval(g: pd.DataFrame   # one model's differences: category, diff, var_test, cov_shared
+             ) -> dict:
+    "Mean, SE, Welch–Satterthwaite df and 95 % interval of the differences."
     cats = [x for _, x in g.groupby("category")]
     C = len(cats)
     a = [x["diff"].var(ddof=1) / len(x) if len(x) > 1 else float("nan") for x in cats]   # s_c² / S_c
@@ -114,12 +104,22 @@ def _interval(g: pd.DataFrame) -> dict:
     )  # the two parts of SE², for what to grow
 
 
+# %% ../nbs/36_results.ipynb #20c3e463
+def verdict(lo: float, hi: float, delta: float = DELTA) -> str:
+    "Words for a 95 % interval [lo, hi] of a difference."
+    if not (lo == lo and hi == hi): return "cannot tell (no interval: one seed, or a variance missing)"
+    small = -delta < lo and hi < delta
+    if lo > 0: return f"higher, by less than {100 * delta:g} points" if small else "higher"
+    if hi < 0: return f"lower, by less than {100 * delta:g} points" if small else "lower"
+    if small: return f"no difference of {100 * delta:g} points or more"
+    return "cannot tell"
+
 # %% ../nbs/36_results.ipynb #62c0ecf1
 def compare(pairs: pd.DataFrame,     # one row per category, model, seed and (a, b): diff, var_test
             a: str, b: str,          # run tags 'method@noise': the difference is b − a
             by=("model",),           # one result per group
             delta: float = DELTA) -> pd.DataFrame:
-    "b − a per group, pooled over categories and seeds: mean, SE, 95 % interval, verdict."
+    "b − a per group, over categories and seeds, with a verdict."
     assert "model" in by, "compare pools categories and seeds of one model: `by` must include 'model'"
     p = pairs[(pairs.a == a) & (pairs.b == b)]
     rows = []
@@ -152,7 +152,7 @@ def _scores_csv(run) -> dict:
 
 # %% ../nbs/36_results.ipynb #d33bac48
 def seed_cov(labels, a1, b1, a2, b2) -> float:
-    "DeLong covariance of two seeds' differences b1 − a1 and b2 − a2 scored on the same images."
+    "DeLong covariance of two seeds' differences on the same images."
     d = []
     for sa, sb in ((a1, b1), (a2, b2)):
         a10, a01 = placements(labels, sa)
@@ -168,18 +168,17 @@ def _pair_scores(by: dict, key: tuple, a: str, b: str, seeds) -> dict:
 
 # %% ../nbs/36_results.ipynb #a02a1ead
 def _shared_cov(sc: dict) -> float:
-    "Mean DeLong covariance over pairs of seeds, each pair on the test images all four of its runs saw."
+    "Mean DeLong covariance of the differences over pairs of seeds."
     covs = []
     for (x1, z1), (x2, z2) in itertools.combinations(sc.values(), 2):
-        common = sorted(set(x1) & set(z1) & set(x2) & set(z2))
+        common = sorted(set(x1) & set(z1) & set(x2) & set(z2))   # the test images all four runs saw
         y = [x1[p][0] for p in common]
         covs.append(seed_cov(y, *([s[p][1] for p in common] for s in (x1, z1, x2, z2))))
     return float(np.mean(covs)) if covs else float("nan")
 
 # %% ../nbs/36_results.ipynb #f387e379
 def collect_pairs(rows) -> pd.DataFrame:
-    """Each comparison of `evidence_pairs` per category, model and seed
-    (common test images), with the seeds' shared covariance."""
+    "Each comparison of `evidence_pairs` per category, model and seed."
     by = {(r["category"], r["model"], r["seed"], _tag(r["method"], r["noise"])): r for r in rows}
     out = []
     for key in sorted({k[:2] for k in by}):
@@ -202,7 +201,7 @@ def collect_pairs(rows) -> pd.DataFrame:
 
 # %% ../nbs/36_results.ipynb #d35fe64f
 def collect_training_scores(rows, at: float = AT, methods=("baseline", "comet")) -> pd.DataFrame:
-    "Scores, weights and contaminant flags of the training images of the runs at noise `at`."
+    "Training images' scores, weights, contaminant flags at noise `at`."
     out = []
     for r in (r for r in rows if r["noise"] == at and r["method"] in methods):
         with open(Path(r["run"]) / "weights.csv", newline="") as f:
@@ -228,8 +227,7 @@ EVIDENCE_FILES = ("runs.csv", "pairs.csv", "training_scores.csv")
 
 # %% ../nbs/36_results.ipynb #13c09c04
 def write_evidence(rows, folder, at: float = AT) -> Path:
-    """runs.csv, pairs.csv and training_scores.csv (of the runs at
-    noise `at`) of a sweep's rows, written atomically."""
+    "The evidence's three tables of a sweep's rows, written to `folder`."
     folder = Path(folder)
     tables = (pd.DataFrame(rows)[list(RUN_COLUMNS)], collect_pairs(rows), collect_training_scores(rows, at))
     for name, t in zip(EVIDENCE_FILES, tables):
@@ -273,7 +271,7 @@ def _fig5_data(runs: pd.DataFrame, y: str = "i_auroc") -> pd.DataFrame:
 
 # %% ../nbs/36_results.ipynb #8edced3a
 def fig5_figure(runs: pd.DataFrame, y: str = "i_auroc", models=None, title: str | None = None):
-    "Fig. 5: AUROC against defective training images, a panel per model and category, mean ± SE over seeds."
+    "Fig. 5: AUROC against contamination, mean ± SE over seeds."
     d = _fig5_data(runs, y)
     if models is not None: d = d[d.model.isin([MODELS[m] for m in models])]
     lines = [k for k in LINES if k in set(d.line)]
@@ -309,7 +307,7 @@ def _pp(r) -> str:
 
 # %% ../nbs/36_results.ipynb #f50b3835
 def comparison_table(pairs: pd.DataFrame, a: str, b: str, by=("model",)) -> pd.DataFrame:
-    "`compare` as a readable table: model, seeds × categories, b − a in points, verdict."
+    "`compare` as a readable table: b − a in points, a verdict."
     c = compare(pairs, a, b, by)
     if c.empty: return pd.DataFrame(columns=[*by, "runs", f"{b} − {a} (points, ± SE [95 %])", "verdict"])
     out = c[list(by)].copy()
@@ -321,7 +319,7 @@ def comparison_table(pairs: pd.DataFrame, a: str, b: str, by=("model",)) -> pd.D
 
 # %% ../nbs/36_results.ipynb #c2ca4ac3
 def headline(pairs: pd.DataFrame, delta: float = DELTA) -> pd.DataFrame:
-    "CoMet − baseline per model and noise level: the difference, its interval, the resolution, a verdict."
+    "CoMet − baseline per model and noise: interval, resolution, verdict."
     rows = []
     for x in sorted({float(t.split("@")[1]) for t in pairs.a if t.startswith("baseline@")}):
         for _, r in compare(pairs, _tag("baseline", x), _tag("comet", x), delta=delta).iterrows():
@@ -333,7 +331,7 @@ def headline(pairs: pd.DataFrame, delta: float = DELTA) -> pd.DataFrame:
 
 # %% ../nbs/36_results.ipynb #f29bd258
 def robust_z(scores) -> np.ndarray:
-    "z = (a − Q3)/(Q3 − Q1): an image's weight is below 1 exactly when z > κ (Eq. 2)."
+    "z = (a − Q3)/(Q3 − Q1): w < 1 exactly when z > κ (Eq. 2)."
     a = np.asarray(scores, float)
     q1, q3 = np.percentile(a, [25, 75])                  # linear quantiles, as Eq. 2's
     if q3 == q1: return np.full(len(a), np.nan)          # no spread: no scale to measure in
@@ -347,10 +345,23 @@ def with_z(ts: pd.DataFrame) -> pd.DataFrame:
     z = ts.groupby(RUN_KEYS)["score"].transform(robust_z)
     return ts.assign(z=z, image=np.where(ts.contaminant == 1, "contaminant", "nominal"))
 
+# %% ../nbs/36_results.ipynb #df490116
+def _mean_se(x) -> tuple:
+    "(mean, SE) of the finite numbers in x; SE is NaN for fewer than two."
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0: return (float("nan"), float("nan"))
+    return (float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan"))
+
+# %% ../nbs/36_results.ipynb #f4aecf3f
+def _ms(v, f: str = ".2f") -> str:
+    "'mean ± SE' of a (mean, SE) pair."
+    m, se = v
+    return "—" if m != m else f"{m:{f}}" if se != se else f"{m:{f}} ± {se:{f}}"
+
 # %% ../nbs/36_results.ipynb #dff4a6dd
 def curation_table(runs: pd.DataFrame, ts: pd.DataFrame, at: float = AT, kappa: float = 1.5) -> pd.DataFrame:
-    """Per model and method at `at`: ranking AUROC, images crossing
-    t, mean weights and their gap; mean ± SE over runs."""
+    "Curation per model and method at `at`, mean ± SE over runs."
     tz = with_z(ts).dropna(subset=["z"])  # a run without score spread has no z: left out, not counted as 0
     rows = []
     for (model, method), g in tz.groupby(["model", "method"]):
@@ -376,20 +387,6 @@ def curation_table(runs: pd.DataFrame, ts: pd.DataFrame, at: float = AT, kappa: 
         )
     return pd.DataFrame(rows)
 
-# %% ../nbs/36_results.ipynb #df490116
-def _mean_se(x) -> tuple:
-    "(mean, SE) of the finite numbers in x; SE is NaN for fewer than two."
-    x = np.asarray(x, float)
-    x = x[np.isfinite(x)]
-    if len(x) == 0: return (float("nan"), float("nan"))
-    return (float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan"))
-
-# %% ../nbs/36_results.ipynb #f4aecf3f
-def _ms(v, f: str = ".2f") -> str:
-    "'mean ± SE' of a (mean, SE) pair."
-    m, se = v
-    return "—" if m != m else f"{m:{f}}" if se != se else f"{m:{f}} ± {se:{f}}"
-
 # %% ../nbs/36_results.ipynb #f94b35ef
 def curation_view(cur: pd.DataFrame) -> pd.DataFrame:
     "The curation table in words and numbers."
@@ -413,7 +410,7 @@ def curation_view(cur: pd.DataFrame) -> pd.DataFrame:
 
 # %% ../nbs/36_results.ipynb #e048e59d
 def scores_figure(ts: pd.DataFrame, kappa: float = 1.5, title: str | None = None):
-    "Training scores (z) of nominal images and contaminants, a panel per model and method; t at z = κ."
+    "Training scores (z) of nominal images and contaminants; t at z = κ."
     d = with_z(ts).dropna(subset=["z"])
     d = d.assign(model=d.model.map(MODELS), method=d.method.map({"baseline": "baseline", "comet": "CoMet"}))
     g = sns.displot(
@@ -452,7 +449,7 @@ def kappa_curve(ts: pd.DataFrame, kappas=np.arange(0, 4.01, 0.25)) -> pd.DataFra
 
 # %% ../nbs/36_results.ipynb #facfc45c
 def kappa_figure(ts: pd.DataFrame, method: str = "comet", title: str | None = None):
-    "The κ curve: share of contaminants and of nominal images down-weighted against κ, mean ± SE over runs."
+    "The κ curve: shares down-weighted against κ, mean ± SE over runs."
     d = kappa_curve(ts[ts.method == method])
     d = d.assign(model=d.model.map(MODELS), down=100 * d.down)
     g = sns.relplot(data=d, x="kappa", y="down", hue="image", palette={"nominal": "C0", "contaminant": "C3"},
@@ -466,9 +463,8 @@ def kappa_figure(ts: pd.DataFrame, method: str = "comet", title: str | None = No
 
 # %% ../nbs/36_results.ipynb #fc84952e
 def _level(r: pd.DataFrame) -> dict:
-    """Image AUROC of some runs as `_interval` gives it: each category's seed
-    spread, and its Hanley–McNeil variance as shared by all seeds."""
-    v = r.i_auroc_se ** 2
+    "Image AUROC of some runs, with its SE as `_interval` gives it."
+    v = r.i_auroc_se ** 2   # each run's Hanley–McNeil variance, taken as shared by the category's seeds
     return _interval(r.assign(diff=r.i_auroc, var_test=v, cov_shared=v.groupby(r.category).transform("mean")))
 
 # %% ../nbs/36_results.ipynb #f6fe71c6
@@ -483,7 +479,7 @@ ROWS = {
 
 # %% ../nbs/36_results.ipynb #59ea7ee8
 def table5(runs: pd.DataFrame, pairs: pd.DataFrame, at: float = AT) -> pd.DataFrame:
-    "Table 5 per model: each row's I-AUROC, its difference from the baseline, and full − row."
+    "Table 5 per model: I-AUROC, − baseline, and full − row."
     rows = []
     for model in [m for m in MODELS if m in set(runs.model)]:
         for method, name in ROWS.items():
@@ -531,8 +527,7 @@ def claim_harm(pairs, at=AT, delta=DELTA) -> tuple:
 
 # %% ../nbs/36_results.ipynb #687f005d
 def claim_curation(runs, ts, at=AT, gap: float = 0.05) -> tuple:
-    """(2) CoMet's mean weight of contaminants is below nominal images'
-    by more than `gap`; how many cross t, how scores rank them."""
+    "(2) CoMet's weights single out the contaminants by more than `gap`."
     cur = curation_table(runs, ts, at)
     w, lines = {}, []
     for r in cur[cur.method == "comet"].itertuples():
@@ -595,7 +590,7 @@ def claim_parts(pairs, at=AT, delta=DELTA) -> tuple:
 
 # %% ../nbs/36_results.ipynb #bf528656
 def claims(runs, pairs, ts, at=AT, delta=DELTA) -> str:
-    "The four claims as markdown: a word each, then the numbers it follows from."
+    "The four claims as markdown: a word each, and its numbers."
     cl = [
         claim_harm(pairs, at, delta),
         claim_curation(runs, ts, at),
@@ -624,7 +619,7 @@ def save_png(fig, path) -> None:
 
 # %% ../nbs/36_results.ipynb #398f723d
 def evidence_report(folder) -> str:
-    "report.md and the figures of an evidence folder (written there); returns the report."
+    "Write report.md and the figures into an evidence folder; the report."
     folder = Path(folder)
     runs, pairs, ts = load_evidence(folder)
     figs = [
@@ -667,8 +662,7 @@ def evidence_report(folder) -> str:
 
 # %% ../nbs/36_results.ipynb #9ecfb863
 def levels_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Image AUROC (%) per model, method and noise: mean over
-    categories ± SE, with pixel AUROC and the NN reference."""
+    "Image, pixel and NN-reference AUROC (%) per model, method and noise."
     rows = []
     for (model, method, x), r in runs.groupby(["model", "method", "noise"]):
         lv = _level(r)
@@ -688,7 +682,7 @@ def levels_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 # %% ../nbs/36_results.ipynb #aadbe087
 def short_report(runs: pd.DataFrame, pairs: pd.DataFrame, ts: pd.DataFrame, at: float = AT) -> str:
-    "The demo's evidence: levels, the harm, CoMet − baseline, the curation lines."
+    "The demo's evidence: levels, harm, CoMet − baseline, curation."
     harm = comparison_table(pairs, "baseline@0", _tag("baseline", at))
     return "\n".join(
         [

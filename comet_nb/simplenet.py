@@ -17,16 +17,16 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from fastcore.basics import patch
 from torch import nn
-from .meta import ADModel, resolve_device
+from .meta import ADModel
 from .data import ADDataset, Split
 from .features import FeatureExtractor, backbone_class, extract_features
+from .utils import eval_mode, is_num, resolve_device
 
 # %% ../nbs/21_simplenet.ipynb #a16b2f3a
 def patch_grid(image_size: int) -> tuple:
-    """The (h, w) stride-8 patch grid (WRN-50 layer2, Lite0 stage
-    2) of a square `image_size` input: ⌈S/8⌉ per side."""
+    "The (h, w) stride-8 patch grid of a square `image_size` input: ⌈S/8⌉ per side."
     s = image_size
-    for _ in range(3): s = (s + 1) // 2
+    for _ in range(3): s = (s + 1) // 2                   # three stride-2 steps, each rounding up
     return (s, s)
 
 # %% ../nbs/21_simplenet.ipynb #fa13ee8a
@@ -34,200 +34,152 @@ def truncated_l1(d_true: torch.Tensor,   # D(q): discriminator outputs on real p
                  d_fake: torch.Tensor,   # D(q⁻): outputs on the same patches plus noise
                  th: float = 0.5         # the margin th
                 ) -> torch.Tensor:       # per patch: max(0, th − D(q)) + max(0, th + D(q⁻))
-    "Eq. 15 as SimpleNet defines it: real features pushed above +th, fake ones below −th."
+    "Eq. 15 as SimpleNet defines it: real features pushed above +th, fakes below −th."
     if d_true.shape != d_fake.shape:
         raise ValueError(
             f"d_true {tuple(d_true.shape)} and d_fake {tuple(d_fake.shape)} must have the same shape: one "
             "fake per real patch."
         )
-    return F.relu(th - d_true) + F.relu(th + d_fake)
+    return F.relu(th - d_true) + F.relu(th + d_fake)          # $\max(0, th - D(q)) + \max(0, th + D(q^-))$
+
+# %% ../nbs/21_simplenet.ipynb #19622780
+def _check_head(dim, hidden, noise_std, th, sigma):
+    "Raise a clear error for a SimpleNet setting out of range."
+    if not is_num(noise_std) or noise_std <= 0:
+        raise ValueError(f"noise_std must be a finite number > 0 (σ of Eq. 14); got {noise_std!r}.")
+    if not is_num(th) or th < 0:
+        raise ValueError(f"th must be a finite number >= 0 (the margin of Eq. 15); got {th!r}.")
+    for name, v in (("dim", dim), ("hidden", hidden)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {v!r}.")
+    if not is_num(sigma) or sigma < 0:
+        raise ValueError(f"sigma (the map smoothing, px at 288 px) must be a finite number >= 0; "
+                         f"got {sigma!r}.")
 
 # %% ../nbs/21_simplenet.ipynb #4b4656db
-SIMPLENET_REFERENCE = dict(
-    resize=329,
-    image_size=288,
-    dim=1536,
-    hidden=1024,
-    noise_std=0.015,
-    th=0.5,
-    scale_inputs=False,
-    lr=2e-4,
-    adapter_lr_factor=0.5,
-    epochs=160,
-    batch_size=8,
-    sigma=4.0,
-)
-SIMPLENET_SMALL = dict(
-    resize=None,
-    image_size=128,
-    dim=152,
-    hidden=256,
-    noise_std=0.3,
-    th=0.5,
-    scale_inputs=True,
-    lr=1e-3,
-    adapter_lr_factor=0.5,
-    epochs=30,
-    batch_size=4,
-    sigma=4.0,
-)   # the shipped backbone, on a CPU
-
 class SimpleNet(ADModel):
-    """SimpleNet's trainable head on cached patch features (B, D, h, w):
-    per-image truncated-L1 loss (Eq. 15) and max-patch score (Eq. 16)."""
+    "SimpleNet's trainable head on cached patch features (B, D, h, w)."
     def __init__(self, dim: int = 1536, hidden: int = 1024, noise_std: float = 0.015, th: float = 0.5,
                  adapter_lr_factor: float = 0.5, image_size: int = 288, sigma: float = 4.0, seed: int = 0):
         super().__init__()
-        if not _finite(noise_std) or noise_std <= 0:
-            raise ValueError(f"noise_std must be a finite number > 0 (σ of Eq. 14); got {noise_std!r}.")
-        if not _finite(th) or th < 0:
-            raise ValueError(f"th must be a finite number >= 0 (the margin of Eq. 15); got {th!r}.")
-        for name, v in (("dim", dim), ("hidden", hidden)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1; got {v!r}.")
-        if not _finite(sigma) or sigma < 0:
-            raise ValueError(
-                f"sigma (the map smoothing, px at 288 px) must be a finite number >= 0; got {sigma!r}."
-            )
+        _check_head(dim, hidden, noise_std, th, sigma)
         with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the global RNG alone
             torch.manual_seed(seed)
-            self.adapter = nn.Linear(dim, dim)  # G_θ1
-            self.discriminator = nn.Sequential(
-                nn.Linear(dim, hidden),
-                nn.BatchNorm1d(hidden),
-                nn.LeakyReLU(0.2),
-                nn.Linear(hidden, 1, bias=False),
-            )            # D_θ2
+            self.adapter = nn.Linear(dim, dim)                                            # G_θ1
+            self.discriminator = nn.Sequential(                                           # D_θ2
+                nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.LeakyReLU(0.2),
+                nn.Linear(hidden, 1, bias=False))
             for m in self.modules():
                 if isinstance(m, nn.Linear): nn.init.xavier_normal_(m.weight)  # as the reference
-        self.dim, self.noise_std, self.th, self.adapter_lr_factor = (
-            dim,
-            float(noise_std),
-            float(th),
-            adapter_lr_factor,
-        )
-        self.image_size, self.sigma = image_size, sigma
+        self.dim, self.noise_std, self.th = dim, float(noise_std), float(th)
+        self.adapter_lr_factor, self.image_size, self.sigma = adapter_lr_factor, image_size, sigma
         self.register_buffer("input_scale", torch.tensor(1.0))
 
-    def set_input_scale(self, train_features, n: int = 256):
-        """Multiply inputs by one fixed number, 1/std of the training features (up
-        to `n` evenly spaced images): σ in units of the features' spread."""
-        self.input_scale.fill_(1 / _sample_rows(train_features, n).float().std().clamp(min=1e-12).item())
-        return self
-
-    def _check(self, o: torch.Tensor) -> torch.Tensor:
-        if not isinstance(o, torch.Tensor) or o.ndim != 4 or o.shape[1] != self.dim:
-            got = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
-            raise ValueError(f"SimpleNet expects patch features of shape (B, {self.dim}, h, w); got {got} "
-                             "(features from another extractor, or another dim?).")
-        return o
-
-    def adapted(self, o: torch.Tensor) -> torch.Tensor:
-        """q = G_θ1(o) for every patch: (B, D, h, w) features (any float
-        dtype, any device) → (B·h·w, D) on the model's device."""
-        w = self.adapter.weight
-        return self.adapter(
-            self._check(o).to(w.device, w.dtype).permute(0, 2, 3, 1).reshape(-1, self.dim) * self.input_scale
-        )
-
-    def forward(self, o):  # o: (B, D, h, w) cached patch features (float16 is fine)
-        B, _, h, w = self._check(o).shape
-        P = h * w
-        q = self.adapted(o)                                  # Eq. 13, (B·P, D)
-        q_fake = q + self.noise_std * torch.randn_like(q)  # Eq. 14
-        d = self.discriminator(torch.cat([q, q_fake]))[
-            :, 0
-        ]  # one batch: BatchNorm sees real and fake together
-        d_true, d_fake = d[:B * P], d[B * P:]
-        loss = (
-            truncated_l1(d_true, d_fake, self.th).reshape(B, P).mean(1)
-        )  # Eq. 15, mean over the image's patches
-        score = (-d_true).reshape(B, P).amax(1)              # Eq. 16: the most anomalous patch
-        return loss, score.detach()
-
-    def patch_scores(self, o) -> torch.Tensor:
-        "s = −D(G(o)) per patch: (B, h, w), no noise."
-        B, _, h, w = self._check(o).shape
-        return -self.discriminator(self.adapted(o))[:, 0].reshape(B, h, w)
-
-    def score(self, o) -> torch.Tensor:
-        "Inference image scores, max over patches (eval mode, no gradients, no noise)."
-        return _eval(self, lambda: self.patch_scores(o).flatten(1).amax(1))
-
-    def score_and_map(self, o, size: int | None = None) -> tuple:
-        "Image scores (B,) and pixel maps (B, S, S) from one pass of the head."
-        s = _eval(self, lambda: self.patch_scores(o))
-        return s.flatten(1).amax(1), self.maps_from(s, size)
-
-    def make_optimizer(self, params, lr: float):
-        """The reference's optimisers as two Adam groups: the adapter at lr·adapter_lr_factor
-        with decoupled weight decay 1e-2 (AdamW), the discriminator at lr with L2 1e-5."""
-        params, ids = list(params), {id(p) for p in self.adapter.parameters()}
-        groups = [
-            dict(
-                params=[p for p in params if id(p) in ids],
-                lr=lr * self.adapter_lr_factor,
-                weight_decay=1e-2,
-                decoupled_weight_decay=True,
-            ),
-            dict(
-                params=[p for p in params if id(p) not in ids],
-                lr=lr,
-                weight_decay=1e-5,
-                decoupled_weight_decay=False,
-            ),
-        ]
-        return torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
-
-    @classmethod
-    def from_preset(cls, preset: dict, seed: int = 0, train_features=None):
-        """A head with a preset's sizes; presets with `scale_inputs` take their
-        input scale from `train_features` (or a checkpoint's buffer)."""
-        m = cls(
-            preset["dim"],
-            preset["hidden"],
-            preset["noise_std"],
-            preset["th"],
-            preset["adapter_lr_factor"],
-            preset["image_size"],
-            preset["sigma"],
-            seed,
-        )
-        return (
-            m.set_input_scale(train_features)
-            if preset.get("scale_inputs") and train_features is not None
-            else m
-        )
-
-
-def _finite(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
+# %% ../nbs/21_simplenet.ipynb #0613010d
 def _sample_rows(feats, n: int) -> torch.Tensor:
-    "Up to n evenly spaced rows of a tensor or of a dataset of rows (a memory-mapped cache), stacked."
+    "Up to n evenly spaced rows of a tensor or of a dataset of rows, stacked."
     idx = torch.linspace(0, len(feats) - 1, min(n, len(feats))).round().long().unique()
-    return (
-        feats[idx]
-        if isinstance(feats, torch.Tensor)
-        else torch.stack([torch.as_tensor(feats[i]) for i in idx.tolist()])
-    )
+    if isinstance(feats, torch.Tensor): return feats[idx]
+    return torch.stack([torch.as_tensor(feats[i]) for i in idx.tolist()])      # e.g. a memory-mapped cache
 
+# %% ../nbs/21_simplenet.ipynb #62813688
+@patch
+def set_input_scale(self: SimpleNet, train_features, n: int = 256):
+    "Multiply inputs by one fixed number: 1/std of (up to `n`) training images."
+    self.input_scale.fill_(1 / _sample_rows(train_features, n).float().std().clamp(min=1e-12).item())
+    return self
 
-def _eval(model: nn.Module, fn):
-    "fn() in eval mode without gradients; the model's mode restored."
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad(): return fn()
-    finally: model.train(was)
+# %% ../nbs/21_simplenet.ipynb #7fbe8286
+@patch
+def _check(self: SimpleNet, o: torch.Tensor) -> torch.Tensor:
+    "`o` if it is a batch of this head's patch features, else a clear error."
+    if not isinstance(o, torch.Tensor) or o.ndim != 4 or o.shape[1] != self.dim:
+        got = tuple(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__
+        raise ValueError(f"SimpleNet expects patch features of shape (B, {self.dim}, h, w); got {got} "
+                         "(features from another extractor, or another dim?).")
+    return o
+
+# %% ../nbs/21_simplenet.ipynb #466c78b4
+@patch
+def adapted(self: SimpleNet, o: torch.Tensor) -> torch.Tensor:
+    "q = G_θ1(o) per patch: (B, D, h, w) of any dtype and device → (B·h·w, D)."
+    w = self.adapter.weight
+    q = self._check(o).to(w.device, w.dtype).permute(0, 2, 3, 1).reshape(-1, self.dim)   # (B·h·w, D)
+    return self.adapter(q * self.input_scale)                                          # $q = G_{\theta_1}(o)$
+
+# %% ../nbs/21_simplenet.ipynb #97fc343b
+@patch
+def forward(self: SimpleNet, o):                      # o: (B, D, h, w) cached patch features, any float
+    "Per-image losses (Eq. 15) and scores (Eq. 16), each (B,)."
+    B, _, h, w = self._check(o).shape
+    P = h * w
+    q = self.adapted(o)                                            # Eq. 13, (B·P, D)
+    q_fake = q + self.noise_std * torch.randn_like(q)              # Eq. 14: $q^- = q + \epsilon$
+    d = self.discriminator(torch.cat([q, q_fake]))[:, 0]           # one batch: BatchNorm sees real and fake
+    d_true, d_fake = d[:B * P], d[B * P:]
+    loss = truncated_l1(d_true, d_fake, self.th).reshape(B, P).mean(1)   # Eq. 15, mean over the patches
+    score = (-d_true).reshape(B, P).amax(1)                        # Eq. 16: $\max_p -D(q_{i,p})$
+    return loss, score.detach()
+
+# %% ../nbs/21_simplenet.ipynb #6413eafe
+@patch
+def patch_scores(self: SimpleNet, o) -> torch.Tensor:
+    "s = −D(G(o)) per patch: (B, h, w), no noise."
+    B, _, h, w = self._check(o).shape
+    return -self.discriminator(self.adapted(o))[:, 0].reshape(B, h, w)
+
+# %% ../nbs/21_simplenet.ipynb #27076648
+@patch
+def score(self: SimpleNet, o) -> torch.Tensor:
+    "Image scores for inference: the max over patches, in eval mode, no noise."
+    with eval_mode(self), torch.no_grad(): return self.patch_scores(o).flatten(1).amax(1)
+
+# %% ../nbs/21_simplenet.ipynb #d530e9aa
+@patch
+def make_optimizer(self: SimpleNet, params, lr: float):
+    "The reference's two optimisers as two Adam groups (adapter: AdamW-style decay)."
+    params, ids = list(params), {id(p) for p in self.adapter.parameters()}
+    groups = [
+        dict(params=[p for p in params if id(p) in ids], lr=lr * self.adapter_lr_factor,   # adapter: AdamW
+             weight_decay=1e-2, decoupled_weight_decay=True),
+        dict(params=[p for p in params if id(p) not in ids], lr=lr,                        # discriminator: L2
+             weight_decay=1e-5, decoupled_weight_decay=False),
+    ]
+    return torch.optim.Adam([g for g in groups if g["params"]], lr=lr)
+
+# %% ../nbs/21_simplenet.ipynb #faabc6a5
+SIMPLENET_REFERENCE = dict(resize=329, image_size=288, dim=1536, hidden=1024, noise_std=0.015, th=0.5,
+                           scale_inputs=False, lr=2e-4, adapter_lr_factor=0.5, epochs=160, batch_size=8,
+                           sigma=4.0)
+SIMPLENET_SMALL = dict(resize=None, image_size=128, dim=152, hidden=256, noise_std=0.3, th=0.5,
+                       scale_inputs=True, lr=1e-3, adapter_lr_factor=0.5, epochs=30, batch_size=4,
+                       sigma=4.0)   # the shipped backbone, on a CPU
+
+@patch(cls_method=True)
+def from_preset(cls: SimpleNet, preset: dict, seed: int = 0,
+                train_features=None):  # presets with `scale_inputs` take their input scale from these
+    "A head with a preset's sizes."
+    m = cls(preset["dim"], preset["hidden"], preset["noise_std"], preset["th"], preset["adapter_lr_factor"],
+            preset["image_size"], preset["sigma"], seed)
+    if preset.get("scale_inputs") and train_features is not None: return m.set_input_scale(train_features)
+    return m                                                # (or from a checkpoint's buffer)
 
 # %% ../nbs/21_simplenet.ipynb #ab706a50
 def simplenet_dataset(records, preset: dict = SIMPLENET_SMALL) -> ADDataset:
-    """Records as SimpleNet sees them: shorter side to `resize` (or
-    `image_size`), aspect kept, centre crop image_size²."""
-    return ADDataset(
-        records, short_side=preset.get("resize") or preset["image_size"], crop=preset["image_size"]
-    )
+    "Records as SimpleNet sees them: the shorter side resized, the centre cropped."
+    side = preset.get("resize") or preset["image_size"]
+    return ADDataset(records, short_side=side, crop=preset["image_size"])
 
+# %% ../nbs/21_simplenet.ipynb #5c15853d
+def _mask(ds: ADDataset, i: int) -> torch.Tensor:
+    "Test image i's mask (zeros for a good image without one), or an error."
+    s = ds[i]
+    if s["mask"] is not None: return (s["mask"] > 0.5).float()
+    if s["label"] == 0: return torch.zeros(s["image"].shape[-2:])
+    raise ValueError(
+        f"defective test image {s['path']} has no ground-truth mask: pixel metrics need masks for every "
+        "defective image."
+    )
 
 # %% ../nbs/21_simplenet.ipynb #3517f595
 def simplenet_features(
@@ -239,86 +191,74 @@ def simplenet_features(
     progress: bool = False,
     backbone: str = "efficientnet_lite0",
 ):
-    """Cached SimpleNet patch features of a split: (train (N, D, h, w), test (M,
-    D, h, w), test labels (M,), test masks (M, S, S), the extractor)."""
-    ext = backbone_class("simplenet", backbone)(
-        preset["image_size"], pretrained=pretrained, dim=preset["dim"]
-    )
+    "Cached patch features of a split: train, test (N, D, h, w), test labels, test masks, extractor."
+    extractor_class = backbone_class("simplenet", backbone)
+    ext = extractor_class(preset["image_size"], pretrained=pretrained, dim=preset["dim"])
     kw = dict(cache=cache, device=device, progress=progress)
     train_ds, test_ds = simplenet_dataset(split.train, preset), simplenet_dataset(split.test, preset)
-    train = extract_features(train_ds, ext, **kw).features
-    test = extract_features(test_ds, ext, **kw).features
-    masks = torch.stack([_mask(test_ds, i) for i in range(len(test_ds))])
+    train = extract_features(train_ds, ext, **kw).features                 # (N, D, h, w)
+    test = extract_features(test_ds, ext, **kw).features                   # (M, D, h, w)
+    masks = torch.stack([_mask(test_ds, i) for i in range(len(test_ds))])   # (M, S, S)
     return train, test, torch.tensor([r.label for r in split.test]), masks, ext
-
-def _mask(ds: ADDataset, i: int) -> torch.Tensor:
-    """The test image's mask, zeros for a good image without one; a defective
-    image without a mask is an error (no P-AUROC without masks)."""
-    s = ds[i]
-    if s["mask"] is not None: return (s["mask"] > 0.5).float()
-    if s["label"] == 0: return torch.zeros(s["image"].shape[-2:])
-    raise ValueError(
-        f"defective test image {s['path']} has no ground-truth mask: pixel metrics need masks for every "
-        "defective image."
-    )
-
 
 # %% ../nbs/21_simplenet.ipynb #f9cfacab
 def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian smoothing of (B, H, W) maps, radius int(4σ + 0.5) as
-    scipy.ndimage.gaussian_filter's default (edges mirrored); σ = 0 returns the maps."""
+    "Gaussian smoothing of (B, H, W) maps as scipy's `gaussian_filter` (σ = 0: unchanged)."
     if sigma <= 0: return maps
-    k = 2 * int(4 * sigma + 0.5) + 1
-    return TF.gaussian_blur(maps[:, None], [k, k], [sigma, sigma])[:, 0]
+    k = 2 * int(4 * sigma + 0.5) + 1                          # radius int(4σ + 0.5), scipy's default
+    return TF.gaussian_blur(maps[:, None], [k, k], [sigma, sigma])[:, 0]   # edges mirrored
 
+# %% ../nbs/21_simplenet.ipynb #d803aa06
 @patch
 def maps_from(self: SimpleNet, s: torch.Tensor, size: int | None = None) -> torch.Tensor:
-    """Patch scores (B, h, w) → pixel maps (B, S, S): bilinear
-    upsampling to the image size S, Gaussian σ = sigma·S/288."""
+    "Patch scores (B, h, w) → pixel maps (B, S, S): upsampled, smoothed."
     S = size or self.image_size
-    up = F.interpolate(s[:, None], size=(S, S), mode="bilinear", align_corners=False)[:, 0]
-    return smooth_maps(up, self.sigma * S / 288)
+    up = F.interpolate(s[:, None], size=(S, S), mode="bilinear", align_corners=False)[:, 0]   # (B, S, S)
+    return smooth_maps(up, self.sigma * S / 288)                                           # σ = 4·S/288
 
+# %% ../nbs/21_simplenet.ipynb #7778a369
 @patch
 def anomaly_map(self: SimpleNet, o: torch.Tensor, size: int | None = None) -> torch.Tensor:
-    """Pixel anomaly maps (B, S, S) of patch features (B, D, h, w), for
-    an image of S × S px (default: the model's image size)."""
-    return self.maps_from(_eval(self, lambda: self.patch_scores(o)), size)
+    "Pixel anomaly maps (B, S, S) of patch features (B, D, h, w)."
+    with eval_mode(self), torch.no_grad(): s = self.patch_scores(o)
+    return self.maps_from(s, size)
+
+# %% ../nbs/21_simplenet.ipynb #aa559b7c
+@patch
+def score_and_map(self: SimpleNet, o, size: int | None = None) -> tuple:
+    "Image scores (B,) and pixel maps (B, S, S) from one pass of the head."
+    with eval_mode(self), torch.no_grad(): s = self.patch_scores(o)
+    return s.flatten(1).amax(1), self.maps_from(s, size)
 
 # %% ../nbs/21_simplenet.ipynb #68b98db6
 def inference_precision(device, amp: bool = False):
-    """A context for inference: mixed precision when `amp` (float16
-    autocast on CUDA and MPS, bfloat16 on a CPU), else a no-op."""
+    "A context for inference: autocast when `amp` (float16 on CUDA, MPS; bfloat16 on a CPU)."
     dev = torch.device(device)
-    return (
-        torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == "cpu" else torch.float16)
-        if amp
-        else contextlib.nullcontext()
-    )
+    if not amp: return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == "cpu" else torch.float16)
 
-
+# %% ../nbs/21_simplenet.ipynb #d07d86ef
 def predict(
     model: SimpleNet,
     extractor: FeatureExtractor,
-    images: torch.Tensor,
+    images: torch.Tensor,       # (N, 3, S, S)
     batch_size: int = 32,
-    device=None,
-    amp: bool = False,
+    device=None,                # default: where the model is; else model and extractor move there
+    amp: bool = False,          # mixed precision (`inference_precision`)
 ) -> tuple:
-    """Scores (N,) and maps (N, S, S) on the CPU of images (N, 3, S, S), end to end; runs where
-    the model is, or moves model and extractor to `device`. `amp`: mixed precision."""
+    "Scores (N,) and maps (N, S, S) of images, end to end, on the CPU."
     dev = next(model.parameters()).device if device is None else resolve_device(device)
     model, extractor = model.to(dev), extractor.to(dev)
     scores, maps = [], []
     for s in range(0, len(images), batch_size):
         with torch.no_grad(), inference_precision(dev, amp):
-            sc, mp = model.score_and_map(
-                extractor(images[s : s + batch_size].to(dev)), images.shape[-1]
-            )  # one pass of the head for both
+            o = extractor(images[s : s + batch_size].to(dev))               # (B, D, h, w)
+            sc, mp = model.score_and_map(o, images.shape[-1])               # one pass of the head for both
         scores.append(sc.float().cpu())
         maps.append(mp.float().cpu())
     return torch.cat(scores), torch.cat(maps)
 
+# %% ../nbs/21_simplenet.ipynb #df38569e
 def images_per_second(
     model: SimpleNet,
     extractor: FeatureExtractor,
@@ -328,12 +268,12 @@ def images_per_second(
     repeat: int = 3,
     amp: bool = False,
 ) -> float:
-    "Throughput of `predict` (best of `repeat` runs after one warm-up; waits for the GPU)."
+    "Throughput of `predict`: best of `repeat` runs after a warm-up."
     dev = next(model.parameters()).device if device is None else resolve_device(device)
-    predict(model, extractor, images[:batch_size], batch_size, dev, amp)
+    predict(model, extractor, images[:batch_size], batch_size, dev, amp)     # warm-up
     best = math.inf
     for _ in range(repeat):
-        if dev.type == "cuda": torch.cuda.synchronize(dev)
+        if dev.type == "cuda": torch.cuda.synchronize(dev)                   # wait for the GPU
         t0 = time.perf_counter()
         predict(model, extractor, images, batch_size, dev, amp)
         if dev.type == "cuda": torch.cuda.synchronize(dev)

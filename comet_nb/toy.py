@@ -14,14 +14,17 @@ import numpy as np
 import torch
 from torch import nn
 from sklearn.metrics import roc_auc_score
-from .meta import ADModel, CoMet, CoMetConfig, ABLATIONS
+from .meta import ADModel, CoMet, CoMetConfig
 
 # %% ../nbs/03_toy.ipynb #9fc3d02a
 TOY_A = torch.tensor([[1.0, 0.0], [0.6, 0.5]])      # nominal: x = A ε, ε ~ N(0, I), covariance A Aᵀ
 TOY_ANOMALY_MEAN = torch.tensor([2.0, -1.5])
 
-def toy_data(n_nominal: int = 200, n_anomalous: int = 20, seed: int = 0):
-    "2-D nominal Gaussian plus a cluster of anomalies: `(x (N, 2), is_anomalous (N,) bool)`, anomalies first."
+def toy_data(n_nominal: int = 200,   # nominal points
+             n_anomalous: int = 20,  # anomalies, unlabelled in the training set
+             seed: int = 0,
+            ) -> tuple:              # (x (N, 2), is_anomalous (N,) bool)
+    "A 2-D nominal Gaussian and a cluster of anomalies, anomalies first."
     g = torch.Generator().manual_seed(seed)
     nominal = torch.randn(n_nominal, 2, generator=g) @ TOY_A.T
     anomalies = TOY_ANOMALY_MEAN + 0.4 * torch.randn(n_anomalous, 2, generator=g)
@@ -29,7 +32,7 @@ def toy_data(n_nominal: int = 200, n_anomalous: int = 20, seed: int = 0):
 
 # %% ../nbs/03_toy.ipynb #610addce
 class GaussianModel(ADModel):
-    "A full-covariance Gaussian density: loss = NLL (B,), score = ½ Mahalanobis² (B,)."
+    "A full-covariance Gaussian: loss the NLL (B,), score ½ Mahalanobis² (B,)."
     def __init__(self, dim: int = 2):
         super().__init__()
         self.mu = nn.Parameter(torch.zeros(dim))                         # μ
@@ -55,7 +58,7 @@ class GaussianModel(ADModel):
 TOY_CONFIG = dict(alpha=0.05, beta=0.05, epochs=60, batch_size=64)
 
 def toy_run(config: CoMetConfig, seed: int = 0, n_nominal: int = 200, n_anomalous: int = 20) -> dict:
-    "Train a `GaussianModel` on a contaminated toy set; measure covariance and test AUROC."
+    "Train a `GaussianModel` on a contaminated toy set and measure it."
     x, y = toy_data(n_nominal, n_anomalous, seed)
     x_test, y_test = toy_data(500, 100, seed + 10_000)                 # independent test set
     torch.manual_seed(seed)
@@ -67,14 +70,13 @@ def toy_run(config: CoMetConfig, seed: int = 0, n_nominal: int = 200, n_anomalou
         trainer=trainer,
         model=model,
         auroc=roc_auc_score(y_test.numpy(), trainer.scores(x_test).numpy()),
-        logdet_excess=(
-            torch.logdet(model.covariance()) - torch.logdet(true_cov)
-        ).item(),  # > 0: overestimated
+        logdet_excess=(torch.logdet(model.covariance()) - torch.logdet(true_cov)).item(),  # > 0: too wide
         mean_error=model.mu.detach().norm().item(),
         w_anomalous=trainer.weights[y].mean().item(),
         w_nominal=trainer.weights[~y].mean().item(),
     )
 
+# %% ../nbs/03_toy.ipynb #b0361995
 def toy_compare(names=("baseline", "full"), seeds=(0, 1, 2), **overrides) -> dict:
     "`toy_run` for each Table 5 configuration and seed: {name: [run, ...]}."
     return {
@@ -82,31 +84,24 @@ def toy_compare(names=("baseline", "full"), seeds=(0, 1, 2), **overrides) -> dic
         for n in names
     }
 
-
+# %% ../nbs/03_toy.ipynb #e52db451
 def toy_table(results: dict) -> str:
     "Mean ± standard deviation over seeds, one row per configuration."
-
     def ms(rs, k):
         v = np.array([r[k] for r in rs])
         return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
-
-    head = f"{'configuration':<14} {'test AUROC':>15} {'log det excess':>16} {'|μ| error':>15} {'w anomalous':>15} {'w nominal':>15}"
-    return "\n".join(
-        [head]
-        + [
-            f"{n:<14} {ms(rs, 'auroc'):>15} {ms(rs, 'logdet_excess'):>16} {ms(rs, 'mean_error'):>15} "
-            f"{ms(rs, 'w_anomalous'):>15} {ms(rs, 'w_nominal'):>15}"
-            for n, rs in results.items()
-        ]
-    )
+    cols = ("auroc", "logdet_excess", "mean_error", "w_anomalous", "w_nominal")
+    heads = ("test AUROC", "log det excess", "|μ| error", "w anomalous", "w nominal")
+    widths = (15, 16, 15, 15, 15)
+    head = f"{'configuration':<14} " + " ".join(f"{h:>{w}}" for h, w in zip(heads, widths))
+    def row(n, rs): return f"{n:<14} " + " ".join(f"{ms(rs, k):>{w}}" for k, w in zip(cols, widths))
+    return "\n".join([head] + [row(n, rs) for n, rs in results.items()])
 
 # %% ../nbs/03_toy.ipynb #a4be9ed6
 def cov_ellipse(ax, mean, cov, n_std: float = 2.0, **kw):
-    "Draw the n_std-σ ellipse of a 2-D Gaussian."
-    vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=float))
+    "Draw the `n_std`-σ ellipse of a 2-D Gaussian on `ax`."
+    from matplotlib.patches import Ellipse
+    vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=float))     # ascending: the major axis is the last
     angle = math.degrees(math.atan2(vecs[1, -1], vecs[0, -1]))
-    ax.add_patch(
-        Ellipse(
-            np.asarray(mean, dtype=float), *(2 * n_std * np.sqrt(vals[::-1])), angle=angle, fill=False, **kw
-        )
-    )
+    size = 2 * n_std * np.sqrt(vals[::-1])                          # (width, height): the full axes
+    ax.add_patch(Ellipse(np.asarray(mean, dtype=float), *size, angle=angle, fill=False, **kw))

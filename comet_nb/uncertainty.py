@@ -8,15 +8,15 @@ Docs: https://comet-nb.github.io/comet_nb/uncertainty.html.md"""
 __all__ = ['loss_covariance', 'det_sigma', 'adaptive_lambda', 'pooled_covariance', 'unit_free', 'l2_penalty', 'scl_loss']
 
 # %% ../nbs/01_uncertainty.ipynb #b4689e4f
-import math
 from collections.abc import Mapping
 import numpy as np
 import torch
 from .scl import weighted_data_loss
+from .utils import check_nonneg
 
 # %% ../nbs/01_uncertainty.ipynb #1b3cc9ad
 def _as_losses(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
-    "`x` as a finite 1-D floating tensor (on `like`'s device if given), or a ValueError that says why not."
+    "`x` as a finite 1-D float tensor (on `like`'s device), or a ValueError."
     if isinstance(x, torch.Tensor): v = x
     else:
         try:
@@ -37,11 +37,11 @@ def _as_losses(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
         )
     return v
 
-def loss_covariance(train_losses,   # (n,) training losses, one per task of the round
-                    val_losses      # (n,) validation losses paired with them
+# %% ../nbs/01_uncertainty.ipynb #c462d1a0
+def loss_covariance(train_losses,      # (n,) training losses, one per task of the round
+                    val_losses         # (n,) validation losses paired with them
                    ) -> torch.Tensor:  # (2, 2) unbiased covariance Σ
-    """Eq. 4: the 2×2 unbiased covariance of paired (training,
-    validation) losses, as `numpy.cov` on the stacked pair."""
+    "Eq. 4: the unbiased 2×2 covariance Σ of paired (train, val) losses."
     tr = _as_losses(train_losses, "train_losses")
     va = _as_losses(val_losses, "val_losses", like=tr)
     if tr.shape != va.shape:
@@ -52,21 +52,11 @@ def loss_covariance(train_losses,   # (n,) training losses, one per task of the 
     if tr.numel() < 2:
         raise ValueError(f"the covariance of Eq. 4 needs at least 2 (train, val) pairs; got {tr.numel()}. "
                          "Use n_tasks >= 3 (with 2 pairs det Σ is always 0).")
-    return torch.cov(torch.stack([tr, va]))                 # rows = variables, correction = 1
+    return torch.cov(torch.stack([tr, va]))    # rows = variables, correction = 1: `numpy.cov` of the pair
 
 # %% ../nbs/01_uncertainty.ipynb #e302d567
-def _check_nonneg(x, name: str, what: str) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0 ({what}); got {x!r}.") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 ({what}); got {x!r}.")
-    return v
-
 def det_sigma(sigma) -> torch.Tensor:
-    """det Σ of a 2×2 covariance, Σ11·Σ22 − Σ12·Σ21 in float64,
-    clamped at 0 against round-off (0-d float64 tensor)."""
+    "det Σ of a 2×2 covariance in float64, clamped at 0 against round-off."
     try:
         S = torch.as_tensor(sigma).detach()
     except (TypeError, ValueError, RuntimeError):
@@ -82,23 +72,24 @@ def det_sigma(sigma) -> torch.Tensor:
     if not bool(torch.isfinite(S).all()):
         raise ValueError(f"Σ holds NaN or inf: {S.tolist()}; the losses it came from diverged.")
     S = S.double()                                          # float32 products of large losses overflow
-    d = S[0, 0] * S[1, 1] - S[0, 1] * S[1, 0]
+    d = S[0, 0] * S[1, 1] - S[0, 1] * S[1, 0]           # $\Sigma_{11}\Sigma_{22} - \Sigma_{12}\Sigma_{21}$
     if not bool(torch.isfinite(d)):
         raise ValueError(
             f"det Σ overflows float64 (Σ = {S.tolist()}): the losses are far too large; normalise them."
         )
     return d.clamp(min=0)
 
-def adaptive_lambda(sigma,                # (2, 2) covariance Σ of Eq. 4
-                    lambda0: float = 0.005, # λ0: base L2 strength
-                    gamma: float = 0.5     # γ: sensitivity to det Σ
-                   ) -> torch.Tensor:      # 0-d, detached
-    "Eq. 5: λ(Σ) = λ0 (1 + γ det Σ), det Σ clamped at 0; a detached coefficient on Σ's device."
-    lambda0 = _check_nonneg(lambda0, "lambda0", "the base regularisation strength λ0 of Eq. 5")
-    gamma = _check_nonneg(
+# %% ../nbs/01_uncertainty.ipynb #8b246da8
+def adaptive_lambda(sigma,                   # (2, 2) covariance Σ of Eq. 4
+                    lambda0: float = 0.005,  # λ0: base L2 strength
+                    gamma: float = 0.5       # γ: sensitivity to det Σ
+                   ) -> torch.Tensor:        # 0-d, detached, on Σ's device
+    "Eq. 5: λ(Σ) = λ0 (1 + γ det Σ), a detached coefficient."
+    lambda0 = check_nonneg(lambda0, "lambda0", "the base regularisation strength λ0 of Eq. 5")
+    gamma = check_nonneg(
         gamma, "gamma", "γ of Eq. 5; a negative γ would let uncertainty weaken the regulariser"
     )
-    lam = lambda0 * (1 + gamma * det_sigma(sigma))
+    lam = lambda0 * (1 + gamma * det_sigma(sigma))          # $\lambda_0\,(1 + \gamma\det\Sigma)$
     if not bool(torch.isfinite(lam)):
         raise ValueError(
             f"λ(Σ) overflows: γ·det Σ is too large (γ = {gamma}, det Σ = {det_sigma(sigma).item():.3g}); "
@@ -109,46 +100,46 @@ def adaptive_lambda(sigma,                # (2, 2) covariance Σ of Eq. 4
 # %% ../nbs/01_uncertainty.ipynb #fccf7e94
 def pooled_covariance(rounds  # [(train losses (n_r,), val losses (n_r,))], one pair of vectors per round
                      ) -> torch.Tensor:  # (2, 2)
-    """Σ pooled over rounds: every round's pairs centred on its own
-    means, Σ_r Σ_i d dᵀ / Σ_r (n_r − 1). One round: Eq. 4."""
+    "Σ pooled over rounds, each round's pairs centred on its own means."
     devs, dof = [], 0
     for tr, va in rounds:
         S = loss_covariance(tr, va)                        # checks the round (paired, >= 2, finite)
         X = torch.stack([_as_losses(tr, "train_losses"), _as_losses(va, "val_losses", like=S)]).to(S)
-        devs.append(X - X.mean(1, keepdim=True))           # the round's drift removed
+        devs.append(X - X.mean(1, keepdim=True))           # (2, n_r) $d_{ri}$: the round's drift removed
         dof += X.shape[1] - 1
     if not devs: raise ValueError("pooled_covariance needs at least one round of (train, val) pairs.")
-    D = torch.cat(devs, 1)
-    return D @ D.T / dof
+    D = torch.cat(devs, 1)                                 # (2, Σ_r n_r)
+    return D @ D.T / dof                               # $\sum_r\sum_i d_{ri}d_{ri}^\top / \sum_r(n_r - 1)$
 
+# %% ../nbs/01_uncertainty.ipynb #e55fa63c
 def unit_free(sigma) -> torch.Tensor:
-    """Σ's correlation matrix, det = 1 − ρ²: the same for losses in
-    any units; all zeros (det 0) when a variance is 0."""
+    "Σ's correlation matrix (det 1 − ρ², in any units); zeros if a variance is 0."
     S = torch.as_tensor(sigma).double()
-    sd = S.diagonal().clamp(min=0).sqrt()
+    sd = S.diagonal().clamp(min=0).sqrt()                   # (2,) standard deviations
     if bool((sd == 0).any()): return torch.zeros_like(S)   # no spread: nothing uncertain, det 0
-    return S / (sd[:, None] * sd[None, :])
+    return S / (sd[:, None] * sd[None, :])                 # $\Sigma_{jk} / (\sigma_j\sigma_k)$
 
 # %% ../nbs/01_uncertainty.ipynb #237524dc
 def l2_penalty(params) -> torch.Tensor:
-    """‖θ‖²₂ of Eq. 6: the sum of squares of the given (trainable)
-    parameters, a dict name → tensor or an iterable of tensors."""
+    "‖θ‖²₂ of Eq. 6 over `params`: a dict name → tensor, or tensors."
     ps = list(params.values()) if isinstance(params, Mapping) else list(params)
     if not ps: raise ValueError("no parameters given to l2_penalty: pass the model's trainable parameters.")
-    return torch.stack([p.pow(2).sum() for p in ps]).sum()
+    return torch.stack([p.pow(2).sum() for p in ps]).sum()   # $\sum_k \theta_k^2$
 
+# %% ../nbs/01_uncertainty.ipynb #35acc50b
 def scl_loss(losses: torch.Tensor,  # (B,) per-sample losses L_AD(x_i|θ)
              weights,               # (B,) confidence weights w_i (detached)
              params,                # trainable parameters θ (dict or iterable)
              lam                    # λ(Σ), a number or 0-d tensor (detached)
             ) -> torch.Tensor:      # 0-d
-    "Eq. 6: the weighted mean data loss plus λ(Σ)·‖θ‖²₂, with w and λ as coefficients."
+    "Eq. 6: the weighted mean data loss plus λ(Σ)·‖θ‖²₂."
     if isinstance(lam, torch.Tensor):
         if lam.numel() != 1:
             raise ValueError(
                 f"`lam` must be a scalar λ(Σ); got a tensor of shape {tuple(lam.shape)} (pass "
                 "adaptive_lambda(Σ), not Σ)."
             )
-        lam = lam.detach().reshape(())
-    else: lam = _check_nonneg(lam, "lam", "λ(Σ) of Eq. 6")
+        lam = lam.detach().reshape(())                      # a coefficient: no gradient through λ
+    else: lam = check_nonneg(lam, "lam", "λ(Σ) of Eq. 6")
+    # $\frac1B\sum_i w_i\mathcal{L}_{AD}(x_i|\theta) + \lambda(\Sigma)\lVert\theta\rVert_2^2$
     return weighted_data_loss(losses, weights) + lam * l2_penalty(params)

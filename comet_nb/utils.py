@@ -59,10 +59,12 @@ def resolve_device(device=None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     try: d = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.") from None
+        msg = f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'."
+        raise ValueError(msg) from None
     if d.type == "cuda": _check_cuda(d, device)
     if d.type == "mps" and not mps:
-        raise ValueError(f"device {device!r} was asked for, but MPS is not available here; use 'cpu' or 'auto'.")
+        raise ValueError(f"device {device!r} was asked for, but MPS is not available here; "
+                         "use 'cpu' or 'auto'.")
     return d
 
 # %% ../nbs/00_utils.ipynb #e440652b
@@ -80,7 +82,8 @@ def _temp_beside(path: Path) -> tuple[int, Path]:
     "Open a new temporary file beside `path` (mode 0666 less the umask, as `open()` gives)."
     for _ in range(100):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try: return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        try: return os.open(tmp, flags, 0o666), tmp
         except FileExistsError: continue
         except OSError as e:
             raise OSError(f"cannot write to {path.parent}: {e.strerror}. Choose a writable location.") from e
@@ -91,8 +94,10 @@ def _write_failed(path: Path, e: OSError) -> OSError:
     "The error for a failed write: the file, the cause, and that the old file is intact."
     full = ""
     if e.errno == errno.ENOSPC:
-        full = " The disk is full: free some space and run again (training continues with --resume / resume=True)."
-    err = OSError(f"could not write {path}: {e.strerror or e}; the previous file, if any, is unchanged.{full}")
+        full = (" The disk is full: free some space and run again"
+                " (a training run continues with --resume / resume=True).")
+    why = e.strerror or e
+    err = OSError(f"could not write {path}: {why}; the previous file, if any, is unchanged.{full}")
     err.errno = e.errno
     return err
 

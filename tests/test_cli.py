@@ -300,7 +300,7 @@ def test_demo_help_and_toy_output_folder(tmp_path):
 
 def test_sweep_checks_every_argument_before_any_work(tmp_path, capsys):
     "A bad value anywhere in the grid stops the sweep before its first run trains (no folder, no runs)."
-    from comet_nb.cli import run_sweep, sweep_grid
+    from comet_nb.sweeps import run_sweep, sweep_grid
     runs = sweep_grid(["brick"], ["simplenet"], ["baseline"], [0.1, 1.5], [0], epochs=1, image_size=64)
     with pytest.raises(ValueError, match=r"run brick-simplenet-baseline-noise1.5-seed0: noise = 1.5"): run_sweep(runs, tmp_path / "sw")
     assert not (tmp_path / "sw").exists()
@@ -342,7 +342,8 @@ def test_unlabelled_tiny_images_get_a_warning_and_a_summary_of_what_is_known(tmp
 def test_every_config_field_is_a_flag_of_train_and_sweep():
     "Generated from the dataclass: a field added to RunConfig is a flag at once (train), or shared by every run (sweep)."
     import dataclasses
-    from comet_nb.cli import SWEPT, build_parser, config_flags, flag_of
+    from comet_nb.cli import build_parser, config_flags, flag_of
+    from comet_nb.sweeps import SWEPT
     from comet_nb.experiments import RunConfig
     names = [f.name for f in dataclasses.fields(RunConfig)]
     parse = build_parser().parse_args
@@ -367,6 +368,39 @@ def test_help_imports_no_torch():
             "print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr
+
+
+def test_names_moved_to_sweeps_still_import_from_cli():
+    "For one release, the grid machinery's old names in comet_nb.cli are comet_nb.sweeps' objects, with a warning naming the new place."
+    import comet_nb.cli as cli
+    import comet_nb.sweeps as sweeps
+    for old, new in [("METHODS", "RECIPES"), ("COLUMNS", "COLUMNS"), ("EXECUTORS", "EXECUTORS"), ("SWEPT", "SWEPT"),
+                     ("sweep_grid", "sweep_grid"), ("train_one", "train_one"), ("run_sweep", "run_sweep"),
+                     ("pool_runs", "pool_runs"), ("paper_tables", "paper_tables"), ("noise_plot", "noise_plot"),
+                     ("ray_runs", "ray_runs")]:
+        with pytest.warns(DeprecationWarning, match=rf"comet_nb\.cli\.{old} moved to comet_nb\.sweeps\.{new}"):
+            assert getattr(cli, old) is getattr(sweeps, new)
+    with pytest.warns(DeprecationWarning):
+        from comet_nb.cli import sweep_grid
+    assert sweep_grid is sweeps.sweep_grid
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"): cli.nothing_here
+
+
+def test_sweep_methods_come_from_the_trainers_table():
+    "One list of method names (comet_nb.meta.METHODS): the sweep's recipes, --methods and the results' ablations follow it."
+    from comet_nb.experiments import RunConfig
+    from comet_nb.meta import METHODS
+    from comet_nb.results import ABLATIONS
+    from comet_nb.sweeps import RECIPES
+    before = {"baseline": dict(method="baseline"), "comet": dict(method="comet"), "no-meta": dict(method="comet", use_meta=False),
+              "no-scl": dict(method="comet", scl_data=False, scl_model=False), "no-scl-data": dict(method="comet", scl_data=False),
+              "comet-pooled": dict(method="comet", sigma="pooled")}      # the sweep's recipes before they were derived
+    assert list(RECIPES) == list(METHODS) == list(before)
+    assert RECIPES == before and all(RunConfig(**RECIPES[k]) == RunConfig(**v) for k, v in before.items())
+    assert ABLATIONS == ("no-meta", "no-scl", "no-scl-data", "comet-pooled")
+    from comet_nb.cli import build_parser
+    sweep = build_parser()._subparsers._group_actions[0].choices["sweep"].format_help()
+    assert "baseline,comet): baseline, comet, no-meta, no-scl, no-scl-data, comet-pooled" in " ".join(sweep.split())
 
 
 def test_print_config_round_trips_through_config(tmp_path, capsys):

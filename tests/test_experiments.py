@@ -362,3 +362,13 @@ def test_sigma_is_a_run_setting():
     assert RunConfig(n_tasks=2, sigma="pooled").n_tasks == 2
     with pytest.raises(ValueError, match="det Σ ≡ 0"):
         RunConfig(n_tasks=2)
+
+
+def test_base_methods_are_the_trainers_own_names():
+    "RunConfig.method takes BASE_METHODS, each a row of the trainer's one table (ablations: CoMet with switches)."
+    from comet_nb.meta import METHODS
+    assert set(ex.BASE_METHODS) <= set(METHODS)
+    for method in ex.BASE_METHODS:
+        tcfg = ex.trainer_config(RunConfig(method=method), lambda0=0.0)
+        assert all(getattr(tcfg, k) == v for k, v in METHODS[method].items()), method
+    with pytest.raises(ValueError, match="choose one of 'baseline', 'comet'"): RunConfig(method="no-meta")

@@ -42,9 +42,6 @@ def images_at(root, size: int) -> torch.Tensor:
     return torch.stack([TF.resize(load_image(f), [size, size], antialias=True) for f in files])
 
 
-
-
-
 def reference(det: Detector, x: torch.Tensor) -> tuple:
     "PyTorch's scores (and SimpleNet's maps) through the library's own path, DifferNet's views at the export's angles."
     if det.config.model == "simplenet": return simplenet_predict(det.model, det.extractor, x)
@@ -95,9 +92,9 @@ def test_a_failed_export_leaves_the_previous_file(runs, tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="exporter crashed"): export_run(runs / "simplenet", path)
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx"]
     import errno
-    import comet_nb.meta
+    import comet_nb.utils
     def full(fd): raise OSError(errno.ENOSPC, "No space left on device")    # the disk fills after the bytes are written
-    monkeypatch.setattr(comet_nb.meta.os, "fsync", full)
+    monkeypatch.setattr(comet_nb.utils.os, "fsync", full)
     with pytest.raises(OSError, match="disk is full"): export_run(runs / "simplenet", path, format="onnx")
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx"]
 

@@ -188,21 +188,20 @@ def test_optimizer_groups_follow_the_reference_for_lists_generators_and_subsets(
     assert len(g) == 1 and g[0]["lr"] == 1e-3
 
 
-def test_weights_reach_the_inner_step_with_their_own_images(monkeypatch):
+def test_weights_reach_the_inner_step_with_their_own_images():
     "Record every inner-step batch and its weights during CoMet epochs; each weight must be its own image's."
-    import comet_nb.meta as meta
+    from comet_nb.meta import Callback
     torch.manual_seed(0)
     feats = torch.randn(20, 16, 3, 3) * 0.5
     feats[:3] += 2.0
     seen, record = [], []
-    real = meta.scl_loss
-    def spy(losses, w, params, lam):
-        record.append((seen[-1], w.detach().clone())); return real(losses, w, params, lam)
-    monkeypatch.setattr(meta, "scl_loss", spy)
+    class Spy(Callback):                                     # the task batches of each round, as meta_loss got them
+        def after_batch(self, trainer, info):
+            record.extend((x.detach().clone(), w.detach().clone()) for x, w in info["train"])
     m = SimpleNet(16, 8)
     m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
     cfg = CoMetConfig(epochs=2, batch_size=3, beta=1e-3, alpha=1e-3, lambda0=1e-4, kappa=0.0)
-    t = CoMet(m, cfg)
+    t = CoMet(m, cfg, callbacks=[Spy()])
     rows = {feats[i].sum().item(): i for i in range(20)}
     for epoch in range(2):
         record.clear(); t.fit(feats, epochs=epoch + 1)
@@ -210,6 +209,7 @@ def test_weights_reach_the_inner_step_with_their_own_images(monkeypatch):
         assert (w_epoch < 1).any()
         ids = []
         for x, w in record:
+            assert any(torch.equal(x, s) for s in seen)      # the model's forward got this very batch
             idx = torch.tensor([rows[r.sum().item()] for r in x])
             torch.testing.assert_close(w, w_epoch[idx], rtol=0, atol=0)
             ids += idx.tolist()

@@ -10,9 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+import comet_nb.bilevel as bilevel
 import comet_nb.meta as meta
 from comet_nb.differnet import DifferNet
-from comet_nb.meta import CoMet, CoMetConfig, meta_loss, meta_loss_vmap, trainable_params
+from comet_nb.bilevel import meta_loss, meta_loss_vmap, score_all, trainable_params
+from comet_nb.meta import CoMet, CoMetConfig
+from comet_nb.scl import iqr_threshold, score_origin, weights_at
 from comet_nb.simplenet import SimpleNet
 from comet_nb.toy import GaussianModel, toy_data
 
@@ -68,9 +71,9 @@ def one_round(name, vectorize, first_order, sizes=(5, 5, 5, 5), scl_data=True):
     perm = torch.randperm(len(x), generator=g)
     idx = list(perm[:n].split(list(sizes)))
     vidx = [torch.randperm(len(x), generator=g)[:s] for s in sizes]
-    scores = meta.score_all(model, x)
-    t = meta.iqr_threshold(scores, 0.0)                                  # κ = 0: many samples above t, so the weights matter
-    w = meta.weights_at(scores, t, meta.score_origin(scores)) if scl_data else torch.ones(len(x))   # the epoch's weights, by index
+    scores = score_all(model, x)
+    t = iqr_threshold(scores, 0.0)                                  # κ = 0: many samples above t, so the weights matter
+    w = weights_at(scores, t, score_origin(scores)) if scl_data else torch.ones(len(x))   # the epoch's weights, by index
     train = [(x[i], w[i]) for i in idx]
     val = [(x[i], w[i]) for i in vidx]
     cfg = SimpleNamespace(alpha=TRAIN[name]["alpha"], first_order=first_order, scl_data=scl_data, scl_model=True, lambda0=0.01,
@@ -105,8 +108,8 @@ def test_one_round_equals_the_loop(name, first_order, deterministic_noise):
 @pytest.mark.parametrize("name", ["mlpbn", "mlpbn_cumulative", "simplenet", "differnet"])
 def test_unequal_batches_run_as_groups_and_still_equal_the_loop(name, deterministic_noise, monkeypatch):
     calls = []
-    real = meta.vmap
-    monkeypatch.setattr(meta, "vmap", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    real = bilevel.vmap                                                 # the vmap the vectorised round calls
+    monkeypatch.setattr(bilevel, "vmap", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     a, b = one_round(name, False, False, sizes=(6, 6, 5, 5)), one_round(name, True, False, sizes=(6, 6, 5, 5))
     assert calls                                                         # the vectorised path ran
     for k in ("L", "tr", "va"):
@@ -212,7 +215,9 @@ def test_a_forward_that_writes_a_buffer_is_refused_before_the_model_changes():
 def test_the_switch_defaults_off_and_is_checked(monkeypatch):
     assert CoMetConfig().vectorize is False
     with pytest.raises(ValueError, match="vectorize must be True or False"): CoMetConfig(vectorize=1)
-    monkeypatch.setattr(meta, "meta_loss_vmap", lambda *a, **k: pytest.fail("the default must run the loop"))
+    refuse = lambda *a, **k: pytest.fail("the default must run the loop")
+    monkeypatch.setattr(meta, "meta_loss_vmap", refuse)                 # the trainer's name for it
+    monkeypatch.setattr(bilevel, "meta_loss_vmap", refuse)              # the one meta_loss dispatches to
     train("gaussian", False, False, epochs=1)
 
 

@@ -30,7 +30,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MUST_HAVE = {"comet_nb", "comet_nb.scl", "comet_nb.uncertainty", "comet_nb.meta", "comet_nb.data", "comet_nb.features",
-             "comet_nb.differnet", "comet_nb.simplenet", "comet_nb.metrics", "comet_nb.experiments", "comet_nb.cli"}
+             "comet_nb.differnet", "comet_nb.simplenet", "comet_nb.metrics", "comet_nb.experiments", "comet_nb.cli",
+             "comet_nb.sweeps", "comet_nb.results"}
 # build outputs and caches of a working checkout: never part of a clean source tree
 NOT_SOURCE = (".git", "build", "dist", "*.egg-info", "_proc", "_docs", "__pycache__", ".ipynb_checkpoints",
               ".pytest_cache", ".hypothesis", ".benchmarks", "*.pyc", ".venv", "venv")
@@ -152,6 +153,8 @@ def test_console_script_runs_from_the_venv(installed):
     for cmd in ("demo", "train", "eval", "sweep", "explore"): assert cmd in r.stdout, f"`comet-nb --help` does not list {cmd}:\n{r.stdout}"
     r = _run([exe, "demo", "--help"], cwd=work)
     assert r.stdout.startswith("usage: comet-nb demo") and "--toy" in r.stdout, r.stdout[:500]
+    r = _run([exe, "sweep", "--help"], cwd=work)                 # its flags come from comet_nb.sweeps, in the wheel
+    assert r.stdout.startswith("usage: comet-nb sweep") and "comet-pooled" in r.stdout and "--n-tasks" in r.stdout, r.stdout[:500]
     version = whl.name.split("-")[1]
     assert _run([exe, "--version"], cwd=work).stdout.strip() == f"comet-nb {version}"
     r = _run([exe, "explore", "--no-pretrained", "--notebook", str(work / "page.ipynb")], cwd=work)   # the explorer's page, from the wheel alone
