@@ -63,11 +63,11 @@ def check_output(model,   # the model, named in the error
             f"returned {got}."
         )
     losses, scores = out
-    for what, v in (("losses", losses), ("scores", scores)):
+    for what, one, v in (("losses", "loss", losses), ("scores", "score", scores)):
         if v.shape != (n,):
             raise ValueError(
                 f"{name}.forward(x) returned {what} of shape {tuple(v.shape)} for a batch of {n}; "
-                f"expected ({n},): one {what[:-1]} per sample, not reduced over the batch or split over "
+                f"expected ({n},): one {one} per sample, not reduced over the batch or split over "
                 "views."
             )
     return losses, scores

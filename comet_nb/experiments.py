@@ -9,7 +9,8 @@ __all__ = ['FORMATS', 'MODELS', 'PRESET_NAMES', 'BASE_METHODS', 'PRESETS', 'PROT
            'GT_COLOUR', 'PRED_COLOUR', 'check_writable', 'RunConfig', 'detect_format', 'load_split', 'make_extractor',
            'make_dataset', 'run_features', 'make_model', 'trainer_config', 'image_metrics', 'model_scores', 'map_scale',
            'evaluate_records', 'weights_figure', 'versions', 'run_lambda0', 'TinyImagesWarning', 'train_run',
-           'VersionMismatchWarning', 'check_versions', 'Detector', 'eval_run', 'overlay_picks', 'overlay']
+           'VersionMismatchWarning', 'check_versions', 'Detector', 'eval_run', 'overlay_picks', 'overlay',
+           'atomic_write']
 
 # %% ../nbs/31_experiments.ipynb #47b0598f
 import io
@@ -65,6 +66,7 @@ from comet_nb.metrics import (
     nn_image_scores,
     precision_recall_f1,
 )
+_all_ = ["atomic_write"]  # moved to comet_nb.utils; still in `from comet_nb.experiments import *` for 0.7
 
 # %% ../nbs/31_experiments.ipynb #d75ec314
 def check_writable(folder) -> Path:
@@ -1210,4 +1212,10 @@ def _write_overlays(folder, model, cfg: RunConfig, records, scores, kept: dict, 
     return written
 
 # %% ../nbs/31_experiments.ipynb #2c19100e
-METHODS = BASE_METHODS  # the old name, kept for 0.7 only: use BASE_METHODS (or comet_nb.meta.METHODS)
+def __getattr__(name: str):
+    "`METHODS`, the old name of `BASE_METHODS` (kept for 0.7), with a DeprecationWarning."
+    if name != "METHODS": raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+    warnings.warn("comet_nb.experiments.METHODS is now BASE_METHODS (the kit's methods by name: "
+                  "comet_nb.meta.METHODS); import that instead.", DeprecationWarning, stacklevel=2)
+    return BASE_METHODS

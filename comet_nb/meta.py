@@ -63,7 +63,7 @@ class CoMetConfig:
     seed: int = 0                # task splits and validation batches
     device: str = "cpu"          # 'cpu', 'cuda', 'cuda:N' or 'auto'
     vectorize: bool = False      # a round's n tasks together under torch.func.vmap (`meta_loss_vmap`)
-    sigma: str = "paper"         # 'paper': Σ of the round's n pairs (Eq. 4); 'pooled': see below
+    sigma: str = "paper"         # 'paper': Σ of the round's n pairs (Eq. 4); 'pooled': unit-free, over rounds
     sigma_window: int = 16       # rounds pooled with sigma='pooled'
 
     def __post_init__(self):
@@ -271,7 +271,8 @@ def _plain_rounds(self: CoMet, data, n: int, w_all: torch.Tensor) -> tuple:
             info = dict(step=len(losses) - 1, idx=[b], train=[(x, w)], val_idx=[b], val=[(x, w)],
                         lam=float(cfg.lambda0), lam_inner=float(cfg.lambda0), loss=losses[-1],
                         train_loss=torch.tensor(trs[-1:]), val_loss=torch.tensor(trs[-1:]), losses=l.detach())
-            for cb in self.callbacks: cb.after_batch(self, info)
+            for cb in self.callbacks:
+                if hasattr(cb, "after_batch"): cb.after_batch(self, info)   # older callbacks lack it
     self.lam = float(cfg.lambda0)
     return losses, trs, trs, [self.lam], [0.0]  # train = val: det Σ = 0, λ = λ0
 
@@ -408,7 +409,8 @@ def _meta_rounds(self: CoMet, data, n: int, w_all: torch.Tensor, buffers: dict) 
         if self.callbacks:
             info = dict(step=len(losses) - 1, idx=batches, train=train, val_idx=vidx, val=val, lam=self.lam,
                         lam_inner=lam_inner, loss=losses[-1], train_loss=tr, val_loss=va, losses=None)
-            for cb in self.callbacks: cb.after_batch(self, info)
+            for cb in self.callbacks:
+                if hasattr(cb, "after_batch"): cb.after_batch(self, info)   # older callbacks lack it
         for cb in self.callbacks: cb.after_round(self, dict(loss=L.item(), lam=self.lam, det_sigma=dets[-1]))
     return losses, trs, vas, lams, dets
 

@@ -19,7 +19,6 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 
 from .experiments import RunConfig, check_writable, train_run
@@ -224,6 +223,7 @@ def paper_tables(rows_or_csv) -> str:
 # %% ../nbs/33_sweeps.ipynb #3ba09edb
 def noise_plot(rows_or_csv, path=None):
     "Fig. 5: image AUROC against contamination; a PNG at `path` too."
+    import matplotlib.pyplot as plt   # only when a plot is asked for: pool workers need no pyplot
     rows = _read(rows_or_csv)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for m, me in sorted({(r["model"], r["method"]) for r in rows}):

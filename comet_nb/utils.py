@@ -139,9 +139,10 @@ def cache_dir() -> Path:
 
 # %% ../nbs/00_utils.ipynb #28a74f28
 def png_bytes(fig, dpi=None) -> bytes:
-    "A matplotlib figure as PNG bytes, at `dpi` (default: the figure's own)."
+    "A matplotlib figure as PNG bytes (at `dpi`, else matplotlib's `savefig.dpi`)."
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi or fig.dpi)
+    if dpi is None: fig.savefig(buf, format="png")
+    else: fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 # %% ../nbs/00_utils.ipynb #59ba8e18

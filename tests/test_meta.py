@@ -163,6 +163,21 @@ def test_progress_bar_callback(data, capsys):
     assert "3/3" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("use_meta", [True, False])
+def test_a_callback_without_after_batch_still_works(data, use_meta):
+    "A callback written before 0.7 (the four older hooks, no base class) sees every epoch and no error."
+    class Epochs:
+        def __init__(self): self.seen = []
+        def before_fit(self, trainer): pass
+        def after_round(self, trainer, info): pass
+        def after_epoch(self, trainer, record): self.seen.append(record["epoch"])
+        def after_fit(self, trainer): pass
+    cb = Epochs()
+    torch.manual_seed(0)
+    CoMet(GaussianModel(), CoMetConfig(**FAST, use_meta=use_meta), callbacks=[cb]).fit(data)
+    assert cb.seen == [0, 1, 2]
+
+
 def test_request_stop_ends_after_the_epoch(data):
     from comet_nb.meta import Callback
     class StopAt2(Callback):
