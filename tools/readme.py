@@ -5,7 +5,9 @@ notebook with the standard library only: markdown cells as they are, code cells 
 directives, and skipping `#| hide` cells) as Python blocks, with their text output beneath.
 Usage: python tools/readme.py [--check]   (--check: exit 1 if README.md is out of date)
 """
-import json, re, sys
+import json
+import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,8 +18,9 @@ REPO = "https://github.com/comet-nb/comet_nb"
 RAW = "https://raw.githubusercontent.com/comet-nb/comet_nb/main"
 
 def _from_root(md: str) -> str:
-    "Links relative to nbs/ (a notebook, the stored evidence) made absolute, so they work on GitHub and on PyPI's page."
-    md = re.sub(r"!\[([^\]]*)\]\((?!https?:|#|/)([^)]+)\)", rf"![\1]({RAW}/nbs/\2)", md)   # images: the raw file
+    "Links relative to nbs/ made absolute, so they work on GitHub and on PyPI's page."
+    # images: the raw file
+    md = re.sub(r"!\[([^\]]*)\]\((?!https?:|#|/)([^)]+)\)", rf"![\1]({RAW}/nbs/\2)", md)
     return re.sub(r"(?<!!)\[([^\]]*)\]\((?!https?:|#|/)([^)]+)\)", rf"[\1]({REPO}/blob/main/nbs/\2)", md)
 
 def render(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
@@ -25,13 +28,17 @@ def render(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
     out = ["<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the notebook, not this file. -->"]
     for cell in nb["cells"]:
         src = _text(cell["source"])
-        if cell["cell_type"] == "markdown": out.append(_from_root(src.strip())); continue
+        if cell["cell_type"] == "markdown":
+            out.append(_from_root(src.strip()))
+            continue
         if cell["cell_type"] != "code": continue
         lines = src.splitlines()
-        if any(l.strip().replace(" ", "") in ("#|hide", "#|exporti", "#|export") for l in lines if l.startswith("#|")): continue
+        flags = [l.strip().replace(" ", "") for l in lines if l.startswith("#|")]
+        if any(f in ("#|hide", "#|exporti", "#|export") for f in flags): continue
         code = "\n".join(l for l in lines if not l.startswith("#|")).strip()
         if code: out.append(f"```python\n{code}\n```")
-        text = "".join(_text(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+        streams = [o for o in cell.get("outputs", []) if o.get("output_type") == "stream"]
+        text = "".join(_text(o.get("text", "")) for o in streams)
         if text.strip(): out.append(f"```\n{text.rstrip()}\n```")
     return "\n\n".join(out) + "\n"
 

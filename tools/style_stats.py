@@ -45,8 +45,10 @@ def main(root: Path):
             s = "".join(c["source"])
             if c["cell_type"] == "markdown": words.append((len(s.split()), nb.stem))
             if c["cell_type"] != "code" or not re.search(r"^#\|\s*export", s, re.M): continue
-            body = ast.parse("\n".join(x for x in s.splitlines() if not x.lstrip().startswith(("%", "!")))).body
-            per.append(sum(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for n in body))
+            code = "\n".join(x for x in s.splitlines() if not x.lstrip().startswith(("%", "!")))
+            body = ast.parse(code).body
+            defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            per.append(sum(isinstance(n, defs) for n in body))
             lines.append(len([x for x in s.splitlines() if x.strip() and not x.startswith("#|")]))
     print(f"export cells: {len(per)}; definitions per cell: mean {st.mean(per):.2f}, max {max(per)}; "
           f"cells with more than one: {sum(x > 1 for x in per)}")
